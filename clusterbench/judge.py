@@ -1,0 +1,153 @@
+"""Checks: compare measurements with expectations (or with their peers) and give verdicts.
+
+The judge measures nothing and renders nothing; it only turns data into `Check`s.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+from clusterbench.model import Better, Check, Expectation, Location, Measurement, ParamValue, Provenance, Verdict
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one acceptance test set out to measure: a metric, narrowed by some params."""
+
+    metric: str
+    params: dict[str, ParamValue] = field(default_factory=dict)
+
+    def label(self) -> str:
+        inner = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.metric}[{inner}]" if inner else self.metric
+
+
+def format_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    magnitude = abs(value)
+    text = f"{value:.0f}" if magnitude >= 1000 else f"{value:.3g}" if magnitude < 10 else f"{value:.1f}"
+    return f"{text} {unit}"
+
+
+def _where(location: Location) -> str:
+    return f"{location.host}/{location.device}"
+
+
+def judge_measurement(expectation: Expectation, measurement: Measurement) -> Check:
+    """PASS at or beyond the warn threshold, WARN between it and the fail threshold, else FAIL."""
+    observed = measurement.value
+    if expectation.better is Better.HIGHER:
+        failing = observed < expectation.fail_threshold
+        warning = observed < expectation.warn_threshold
+        relation = "<"
+    else:
+        failing = observed > expectation.fail_threshold
+        warning = observed > expectation.warn_threshold
+        relation = ">"
+    verdict = Verdict.FAIL if failing else Verdict.WARN if warning else Verdict.PASS
+    threshold = expectation.fail_threshold if failing else expectation.warn_threshold
+    if verdict is Verdict.PASS:
+        message = f"{format_value(observed, expectation.unit)} meets target {format_value(expectation.target, expectation.unit)}"
+        if expectation.tolerance:
+            message += f" (tolerance {expectation.tolerance:.0%})"
+    else:
+        band = "fail threshold" if failing else "warning threshold"
+        message = (
+            f"{format_value(observed, expectation.unit)} {relation} {band} {format_value(threshold, expectation.unit)}"
+            f" (target {format_value(expectation.target, expectation.unit)}, {expectation.provenance.value}:"
+            f" {expectation.source})"
+        )
+    return Check(
+        metric=measurement.metric,
+        params=dict(measurement.params),
+        verdict=verdict,
+        observed=observed,
+        target=expectation.target,
+        unit=expectation.unit,
+        provenance=expectation.provenance.value,
+        source=expectation.source,
+        message=message,
+        better=expectation.better,
+        location=measurement.location,
+    )
+
+
+def not_measured(
+    expectation: Expectation, scope: Scope, reason: str, location: Location | None, *, blocking: bool = True
+) -> Check:
+    """A required expectation that was not measured fails (`blocking`); an optional one is reported."""
+    prefix = "required, " if expectation.required else ""
+    return Check(
+        metric=expectation.metric,
+        params={**scope.params, **expectation.params},
+        verdict=Verdict.NOT_MEASURED,
+        observed=None,
+        target=expectation.target,
+        unit=expectation.unit,
+        provenance=expectation.provenance.value,
+        source=expectation.source,
+        message=f"not measured ({prefix}{reason})",
+        better=expectation.better,
+        location=location,
+        blocking=expectation.required and blocking,
+    )
+
+
+def judge_against_expectations(
+    expectations: list[Expectation], measurements: list[Measurement]
+) -> tuple[list[Check], list[Expectation]]:
+    """Judge every measurement by every expectation that speaks of it.
+
+    Returns the checks and the expectations that matched no measurement at all (the caller decides
+    whether that means NOT MEASURED).
+    """
+    checks: list[Check] = []
+    unmatched: list[Expectation] = []
+    for expectation in expectations:
+        matching = [m for m in measurements if expectation.matches(m.metric, m.params)]
+        if not matching:
+            unmatched.append(expectation)
+        checks.extend(judge_measurement(expectation, m) for m in matching)
+    return checks, unmatched
+
+
+def judge_peers(measurements: list[Measurement], tolerance: float, better: Better) -> list[Check]:
+    """Name each device that falls behind the median of its peers by more than `tolerance`.
+
+    This needs no profile figure: on a node of eight identical GPUs the slow one is visible from the
+    other seven alone. With fewer than two devices there are no peers and no check.
+    """
+    if len(measurements) < 2:
+        return []
+    checks = []
+    for index, measurement in enumerate(measurements):
+        peers = [m.value for i, m in enumerate(measurements) if i != index]
+        peer_median = statistics.median(peers)
+        if better is Better.HIGHER:
+            behind = peer_median > 0 and measurement.value < peer_median * (1 - tolerance)
+        else:
+            behind = measurement.value > peer_median * (1 + tolerance)
+        gap = (measurement.value - peer_median) / peer_median if peer_median else 0.0
+        message = (
+            f"{_where(measurement.location)} at {format_value(measurement.value, measurement.unit)} is "
+            f"{abs(gap):.1%} {'behind' if behind else 'within ' + format(tolerance, '.0%') + ' of'} the median "
+            f"{format_value(peer_median, measurement.unit)} of its {len(peers)} peers"
+        )
+        checks.append(
+            Check(
+                metric=measurement.metric,
+                params=dict(measurement.params),
+                verdict=Verdict.FAIL if behind else Verdict.PASS,
+                observed=measurement.value,
+                target=peer_median,
+                unit=measurement.unit,
+                provenance=Provenance.PEERS.value,
+                source=f"median of {len(peers)} peer devices in this run, outlier_tolerance {tolerance:.0%}",
+                message=message,
+                better=better,
+                location=measurement.location,
+            )
+        )
+    return checks

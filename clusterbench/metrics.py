@@ -1,0 +1,89 @@
+"""The registry of metric names: a public interface, so names, units and directions stay stable.
+
+A profile may only state expectations on metrics listed here, in the unit listed here; this is what
+lets a typo in a profile fail loudly instead of silently never matching a measurement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clusterbench.model import Better
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    unit: str
+    better: Better
+    family: str  # the pytest marker of the tests that measure it
+    description: str
+    params: tuple[str, ...] = ()  # the params a measurement of it carries
+
+
+METRICS: dict[str, MetricSpec] = {
+    spec.name: spec
+    for spec in (
+        MetricSpec(
+            "gemm.tflops", "TFLOP/s", Better.HIGHER, "compute",
+            "dense matmul throughput, best shape of the sweep (2*M*N*K / median time)", ("dtype",),
+        ),
+        MetricSpec(
+            "memory.copy_gbps", "GB/s", Better.HIGHER, "memory",
+            "device-to-device (or host memory) copy bandwidth, bytes read + written / time",
+        ),
+        MetricSpec(
+            "memory.h2d_gbps", "GB/s", Better.HIGHER, "memory",
+            "host-to-device copy bandwidth from pinned memory",
+        ),
+        MetricSpec(
+            "memory.d2h_gbps", "GB/s", Better.HIGHER, "memory",
+            "device-to-host copy bandwidth into pinned memory",
+        ),
+        *(
+            MetricSpec(
+                f"{name}.busbw_gbps", "GB/s", Better.HIGHER, "network",
+                f"{name} bus bandwidth as nccl-tests defines it (algbw x its busbw factor)",
+                ("size_bytes", "ranks", "dtype", "inplace", "backend"),
+            )
+            for name in ("allreduce", "allgather", "reducescatter", "alltoall", "broadcast", "sendrecv")
+        ),
+        MetricSpec(
+            "collective.wrong", "count", Better.LOWER, "network",
+            "elements that differ from the exact expected result of a collective (#wrong)",
+        ),
+        MetricSpec(
+            "mpi.allreduce_busbw_gbps", "GB/s", Better.HIGHER, "network",
+            "MPI_Allreduce bus bandwidth through mpi4py buffer methods, OSU-style timing",
+        ),
+        MetricSpec("ib.active_ports", "count", Better.HIGHER, "network", "InfiniBand/RoCE ports ACTIVE"),
+        MetricSpec("storage.randread_iops", "IOPS", Better.HIGHER, "storage", "4 KiB random read IOPS"),
+        MetricSpec("storage.randwrite_iops", "IOPS", Better.HIGHER, "storage", "4 KiB random write IOPS"),
+        MetricSpec("storage.seqread_gbps", "GB/s", Better.HIGHER, "storage", "1 MiB sequential read bandwidth"),
+        MetricSpec("storage.seqwrite_gbps", "GB/s", Better.HIGHER, "storage", "1 MiB sequential write bandwidth"),
+        MetricSpec("storage.randread_p99_us", "us", Better.LOWER, "storage", "4 KiB random read p99 latency"),
+        MetricSpec("storage.metadata_ops", "ops/s", Better.HIGHER, "storage", "small-file create+stat+delete rate"),
+        MetricSpec("checkpoint.save_gbps", "GB/s", Better.HIGHER, "storage", "checkpoint save throughput incl. fsync"),
+        MetricSpec("checkpoint.load_gbps", "GB/s", Better.HIGHER, "storage", "checkpoint load throughput"),
+        MetricSpec("train.step_time_ms", "ms", Better.LOWER, "training", "training step time (slowest rank)"),
+        MetricSpec("train.tokens_per_s", "tokens/s", Better.HIGHER, "training", "global training throughput"),
+        MetricSpec("train.mfu", "fraction", Better.HIGHER, "training", "model FLOPs utilisation (PaLM count)"),
+        MetricSpec(
+            "train.scaling_efficiency", "fraction", Better.HIGHER, "training",
+            "weak-scaling efficiency X_N / (N * X_1)",
+        ),
+        MetricSpec("train.loss_drop", "fraction", Better.HIGHER, "training", "relative loss decrease"),
+        MetricSpec("gpu.count", "count", Better.HIGHER, "health", "GPUs visible on the node"),
+        MetricSpec("gpu.ecc_uncorrected", "count", Better.LOWER, "health", "uncorrected ECC errors (volatile)"),
+        MetricSpec("gpu.ecc_corrected", "count", Better.LOWER, "health", "corrected ECC errors (volatile)"),
+        MetricSpec("gpu.retired_pages", "count", Better.LOWER, "health", "retired pages or remapped rows"),
+        MetricSpec("gpu.pcie_gen", "gen", Better.HIGHER, "health", "current PCIe link generation"),
+        MetricSpec("gpu.pcie_width", "lanes", Better.HIGHER, "health", "current PCIe link width"),
+        MetricSpec("gpu.nvlink_up", "count", Better.HIGHER, "health", "NVLink links up"),
+        MetricSpec("gpu.throttle_reasons", "count", Better.LOWER, "health", "active power/thermal clock-event reasons under load"),
+        MetricSpec("gpu.temperature_c", "C", Better.LOWER, "health", "GPU temperature"),
+        MetricSpec("gpu.power_w", "W", Better.LOWER, "health", "GPU power draw"),
+    )
+}
+
+FAMILIES = ("compute", "memory", "network", "storage", "training", "health")

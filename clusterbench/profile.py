@@ -1,0 +1,316 @@
+"""Cluster profiles: TOML files that state what a cluster is and what it must deliver.
+
+A profile is read, merged with the profiles it extends, and validated here, so that every later
+stage can trust it. Every mistake is reported as one `ProfileError` line naming the file, the place
+in it and what would be right.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from clusterbench.errors import ProfileError, nearest
+from clusterbench.metrics import METRICS
+from clusterbench.model import PROFILE_PROVENANCES, Better, Expectation, ParamValue, Provenance
+
+# The dtypes a `dtype` param may name, in every metric that takes one.
+KNOWN_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "fp64", "int8")
+DEFAULT_TOLERANCE = 0.05
+MAX_EXTENDS_DEPTH = 16
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    name: str
+    nodes: int = 1
+    accelerators_per_node: int = 0
+    accelerator: str = "unknown"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Run-wide knobs a profile may set; each has a default that suits a single node."""
+
+    # A device is an outlier when it falls this fraction below the median of its peers.
+    outlier_tolerance: float = 0.05
+    # A collective that has not completed after this many seconds fails on every surviving rank.
+    collective_timeout_s: float = 300.0
+    # Ranks started on one host when plain pytest runs the collective probes on a CPU.
+    local_ranks: int = 2
+
+
+@dataclass(frozen=True)
+class ProfileFile:
+    """One file of the extends chain, kept verbatim so a report can prove what was used."""
+
+    path: str
+    sha256: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Profile:
+    cluster: ClusterInfo
+    settings: Settings
+    expectations: tuple[Expectation, ...]
+    files: tuple[ProfileFile, ...] = ()  # the profile first, then what it extends, in order
+    notes: tuple[str, ...] = field(default_factory=tuple)  # e.g. how the local profile was derived
+
+    def expectations_for(self, metric: str, params: dict[str, ParamValue] | None = None) -> list[Expectation]:
+        """Expectations on `metric` that agree with `params` on every key both of them name."""
+        params = params or {}
+        return [
+            e
+            for e in self.expectations
+            if e.metric == metric and all(params.get(k, v) == v for k, v in e.params.items())
+        ]
+
+
+_CLUSTER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "extends": str,
+    "nodes": int,
+    "accelerators_per_node": int,
+    "accelerator": str,
+    "description": str,
+}
+_SETTINGS_KEYS: dict[str, type | tuple[type, ...]] = {
+    "outlier_tolerance": (int, float),
+    "collective_timeout_s": (int, float),
+    "local_ranks": int,
+}
+_EXPECT_KEYS: dict[str, type | tuple[type, ...]] = {
+    "metric": str,
+    "params": dict,
+    "target": (int, float),
+    "unit": str,
+    "better": str,
+    "tolerance": (int, float),
+    "warn": (int, float),
+    "provenance": str,
+    "source": str,
+    "required": bool,
+}
+_EXPECT_REQUIRED = ("metric", "target", "unit", "provenance", "source")
+_TOP_LEVEL_KEYS = ("cluster", "settings", "expect")
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table"}
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    if isinstance(expected, tuple):
+        return "a number" if float in expected else " or ".join(_TYPE_NAMES[t] for t in expected)
+    return _TYPE_NAMES[expected]
+
+
+def _is_instance(value: Any, expected: type | tuple[type, ...]) -> bool:
+    # TOML booleans are Python ints; never accept true/false where a number is meant.
+    if isinstance(value, bool) and expected is not bool:
+        return False
+    return isinstance(value, expected)
+
+
+class _Reader:
+    """Validates one parsed TOML document, prefixing every error with where it is."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, where: str, problem: str) -> ProfileError:
+        return ProfileError(f"{self.path}: {where}: {problem}")
+
+    def table(self, where: str, data: Any, schema: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(where, f"must be a table, got {type(data).__name__}")
+        for key, value in data.items():
+            if key not in schema:
+                raise self.fail(where, f"unknown key '{key}'{nearest(key, schema)}")
+            if not _is_instance(value, schema[key]):
+                raise self.fail(
+                    where, f"'{key}' must be {_type_name(schema[key])}, got {value!r} ({type(value).__name__})"
+                )
+        return data
+
+
+def _read_toml(path: Path) -> tuple[dict[str, Any], ProfileFile]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ProfileError(f"{path}: profile file not found") from None
+    except IsADirectoryError:
+        raise ProfileError(f"{path}: is a directory, expected a TOML profile file") from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read profile: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+        data = tomllib.loads(text)
+    except UnicodeDecodeError:
+        raise ProfileError(f"{path}: not a UTF-8 text file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{path}: invalid TOML: {exc}") from None
+    return data, ProfileFile(str(path), hashlib.sha256(raw).hexdigest(), text)
+
+
+def _positive(reader: _Reader, where: str, key: str, value: float, *, allow_zero: bool = False) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise reader.fail(where, f"'{key}' must be a finite number, got {value}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "greater than zero"
+        raise reader.fail(where, f"'{key}' must be {bound}, got {value}")
+
+
+def _fraction(reader: _Reader, where: str, key: str, value: float) -> None:
+    if not (0 <= value < 1) or not math.isfinite(value):
+        raise reader.fail(where, f"'{key}' is a fraction of the target and must be in [0, 1), got {value}")
+
+
+def _parse_params(reader: _Reader, where: str, metric: str, params: dict[str, Any]) -> dict[str, ParamValue]:
+    allowed = METRICS[metric].params
+    for key, value in params.items():
+        if key not in allowed:
+            valid = ", ".join(allowed) if allowed else "none"
+            raise reader.fail(where, f"unknown param '{key}' for {metric}{nearest(key, allowed)} (valid: {valid})")
+        if not isinstance(value, (str, int, float, bool)):
+            raise reader.fail(where, f"param '{key}' must be a string, number or boolean, got {value!r}")
+        if key == "dtype" and value not in KNOWN_DTYPES:
+            raise reader.fail(
+                where, f"unknown dtype '{value}'{nearest(str(value), KNOWN_DTYPES)} (valid: {', '.join(KNOWN_DTYPES)})"
+            )
+    return dict(params)
+
+
+def _parse_expectation(reader: _Reader, index: int, data: Any) -> Expectation:
+    label = f"[[expect]] #{index + 1}"
+    if isinstance(data, dict) and isinstance(data.get("metric"), str):
+        label += f" ({data['metric']})"
+    entry = reader.table(label, data, _EXPECT_KEYS)
+    for key in _EXPECT_REQUIRED:
+        if key not in entry:
+            raise reader.fail(label, f"missing required key '{key}'")
+    metric = entry["metric"]
+    if metric not in METRICS:
+        raise reader.fail(label, f"unknown metric '{metric}'{nearest(metric, METRICS)}")
+    spec = METRICS[metric]
+    if entry["unit"] != spec.unit:
+        raise reader.fail(label, f"unit '{entry['unit']}' is wrong for {metric}; it is measured in '{spec.unit}'")
+    better_text = entry.get("better", spec.better.value)
+    if better_text not in {b.value for b in Better}:
+        raise reader.fail(label, f"'better' must be 'higher' or 'lower', got '{better_text}'")
+    if Better(better_text) is not spec.better:
+        raise reader.fail(label, f"better = '{better_text}' contradicts {metric}, which is {spec.better.value}-is-better")
+    provenance = entry["provenance"]
+    valid_provenances = [p.value for p in PROFILE_PROVENANCES]
+    if provenance not in valid_provenances:
+        raise reader.fail(
+            label,
+            f"provenance '{provenance}' is not one of {', '.join(valid_provenances)}{nearest(provenance, valid_provenances)}",
+        )
+    if not entry["source"].strip():
+        raise reader.fail(label, "'source' must say where the target comes from, got an empty string")
+    target = float(entry["target"])
+    _positive(reader, label, "target", target, allow_zero=spec.better is Better.LOWER)
+    tolerance = float(entry.get("tolerance", DEFAULT_TOLERANCE))
+    warn = float(entry.get("warn", 0.0))
+    _fraction(reader, label, "tolerance", tolerance)
+    _fraction(reader, label, "warn", warn)
+    return Expectation(
+        metric=metric,
+        target=target,
+        unit=spec.unit,
+        better=spec.better,
+        tolerance=tolerance,
+        warn=warn,
+        provenance=Provenance(provenance),
+        source=entry["source"],
+        params=_parse_params(reader, label, metric, entry.get("params", {})),
+        required=entry.get("required", True),
+        origin=f"{reader.path} {label}",
+    )
+
+
+@dataclass
+class _Layer:
+    """One file's own contribution, before merging with what it extends."""
+
+    cluster: dict[str, Any]
+    settings: dict[str, Any]
+    expectations: list[Expectation]
+    file: ProfileFile
+
+
+def _parse_layer(path: Path) -> _Layer:
+    data, file = _read_toml(path)
+    reader = _Reader(path)
+    for key in data:
+        if key not in _TOP_LEVEL_KEYS:
+            raise reader.fail("top level", f"unknown section '{key}'{nearest(key, _TOP_LEVEL_KEYS)}")
+    cluster = reader.table("[cluster]", data.get("cluster", {}), _CLUSTER_KEYS)
+    settings = reader.table("[settings]", data.get("settings", {}), _SETTINGS_KEYS)
+    for key in ("nodes", "accelerators_per_node", "local_ranks"):
+        for section, table in (("[cluster]", cluster), ("[settings]", settings)):
+            if key in table:
+                _positive(reader, section, key, table[key], allow_zero=key == "accelerators_per_node")
+    for key in ("collective_timeout_s",):
+        if key in settings:
+            _positive(reader, "[settings]", key, settings[key])
+    if "outlier_tolerance" in settings:
+        _fraction(reader, "[settings]", "outlier_tolerance", settings["outlier_tolerance"])
+    expect = data.get("expect", [])
+    if not isinstance(expect, list):
+        raise reader.fail("expect", "must be an array of tables, written [[expect]]")
+    expectations = [_parse_expectation(reader, i, entry) for i, entry in enumerate(expect)]
+    return _Layer(cluster, settings, expectations, file)
+
+
+def _merge_expectations(base: list[Expectation], override: list[Expectation]) -> list[Expectation]:
+    """A child's expectation replaces the parent's on the same metric and params; others are kept."""
+
+    def key(e: Expectation) -> tuple[str, tuple[tuple[str, ParamValue], ...]]:
+        return e.metric, tuple(sorted(e.params.items()))
+
+    replaced = {key(e) for e in override}
+    return [e for e in base if key(e) not in replaced] + list(override)
+
+
+ProfileResolver = Callable[[str, Path], Path]
+
+
+def load_profile_file(path: Path, resolve_extends: ProfileResolver) -> Profile:
+    """Load `path` and everything it extends; `resolve_extends(name, from_file)` finds a parent."""
+    layers: list[_Layer] = []
+    seen: list[Path] = []
+    current: Path | None = path
+    while current is not None:
+        resolved = current.resolve()
+        if resolved in seen:
+            chain = " -> ".join(str(p) for p in [*seen, resolved])
+            raise ProfileError(f"{path}: 'extends' forms a cycle: {chain}")
+        if len(seen) >= MAX_EXTENDS_DEPTH:
+            raise ProfileError(f"{path}: 'extends' chain is deeper than {MAX_EXTENDS_DEPTH} profiles")
+        seen.append(resolved)
+        layer = _parse_layer(current)
+        layers.append(layer)
+        parent = layer.cluster.get("extends")
+        current = resolve_extends(parent, current) if parent else None
+
+    cluster: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
+    expectations: list[Expectation] = []
+    for layer in reversed(layers):  # the most basic profile first, each child overriding it
+        cluster.update(layer.cluster)
+        settings.update(layer.settings)
+        expectations = _merge_expectations(expectations, layer.expectations)
+    cluster.pop("extends", None)
+    if "name" not in cluster:
+        raise ProfileError(f"{path}: [cluster]: missing required key 'name'")
+    return Profile(
+        cluster=ClusterInfo(**cluster),
+        settings=Settings(**{k: v for k, v in settings.items()}),
+        expectations=tuple(expectations),
+        files=tuple(layer.file for layer in layers),
+    )

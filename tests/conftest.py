@@ -1,0 +1,29 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture
+def write_profile(tmp_path):
+    """Write a profile file into a temporary profiles folder and return its path."""
+
+    def write(text: str, name: str = "test-cluster") -> Path:
+        path = tmp_path / "clusters" / f"{name}.toml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable
