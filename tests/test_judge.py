@@ -1,0 +1,92 @@
+"""Verdicts: thresholds, warning bands, direction, missing figures and peer outliers."""
+
+import pytest
+
+from clusterbench.judge import Scope, judge_measurement, judge_peers, not_measured
+from clusterbench.model import Better, Expectation, Location, Measurement, Provenance, Verdict
+
+
+def expectation(target=100.0, tolerance=0.05, warn=0.02, better=Better.HIGHER, required=True, params=None):
+    return Expectation(
+        metric="gemm.tflops",
+        target=target,
+        unit="TFLOP/s",
+        better=better,
+        tolerance=tolerance,
+        warn=warn,
+        provenance=Provenance.CONTRACT,
+        source="annex B",
+        params=params or {"dtype": "bf16"},
+        required=required,
+    )
+
+
+def measurement(value, device="cuda:0", params=None):
+    return Measurement(
+        metric="gemm.tflops",
+        value=value,
+        unit="TFLOP/s",
+        params=params or {"dtype": "bf16"},
+        location=Location("node01", 0, device),
+        samples=[value],
+    )
+
+
+@pytest.mark.parametrize(
+    "value, verdict",
+    [(120.0, "PASS"), (97.0, "PASS"), (96.9, "WARN"), (95.0, "WARN"), (94.9, "FAIL"), (0.0, "FAIL")],
+)
+def test_higher_is_better_bands(value, verdict):
+    # FAIL below 95, WARN in [95, 97), PASS from 97.
+    check = judge_measurement(expectation(), measurement(value))
+    assert check.verdict.value == verdict
+    assert check.blocking == (verdict == "FAIL")
+    assert check.observed == value and check.target == 100.0 and check.provenance == "contract"
+
+
+@pytest.mark.parametrize("value, verdict", [(90.0, "PASS"), (103.0, "PASS"), (103.5, "WARN"), (105.1, "FAIL")])
+def test_lower_is_better_bands(value, verdict):
+    e = expectation(better=Better.LOWER)
+    check = judge_measurement(e, measurement(value))
+    assert check.verdict.value == verdict
+
+
+def test_margin_sign_follows_direction():
+    assert judge_measurement(expectation(), measurement(110.0)).margin == pytest.approx(0.10)
+    assert judge_measurement(expectation(better=Better.LOWER), measurement(110.0)).margin == pytest.approx(-0.10)
+
+
+def test_failure_message_names_threshold_target_and_source():
+    check = judge_measurement(expectation(), measurement(90.0))
+    assert "90.0 TFLOP/s < fail threshold 95.0 TFLOP/s" in check.message
+    assert "target 100 TFLOP/s" in check.message.replace("100.0", "100") and "annex B" in check.message
+
+
+def test_not_measured_required_blocks_optional_does_not():
+    scope = Scope("gemm.tflops", {"dtype": "fp8"})
+    required = not_measured(expectation(), scope, "fp8 unsupported", None)
+    optional = not_measured(expectation(required=False), scope, "fp8 unsupported", None)
+    assert required.verdict is Verdict.NOT_MEASURED and required.blocking
+    assert optional.verdict is Verdict.NOT_MEASURED and not optional.blocking
+    assert "fp8 unsupported" in required.message and required.observed is None
+
+
+def test_expectation_matches_on_params_subset():
+    e = expectation(params={"dtype": "bf16"})
+    assert e.matches("gemm.tflops", {"dtype": "bf16", "shape": "x"})
+    assert not e.matches("gemm.tflops", {"dtype": "fp16"})
+    assert not e.matches("memory.copy_gbps", {"dtype": "bf16"})
+
+
+def test_peer_check_names_only_the_slow_device():
+    values = [790.0, 795.0, 788.0, 700.0, 792.0, 791.0, 789.0, 793.0]
+    ms = [measurement(v, device=f"cuda:{i}") for i, v in enumerate(values)]
+    checks = judge_peers(ms, tolerance=0.05, better=Better.HIGHER)
+    failing = [c for c in checks if c.verdict is Verdict.FAIL]
+    assert [c.location.device for c in failing] == ["cuda:3"]
+    assert "behind the median" in failing[0].message and "7 peers" in failing[0].message
+    assert failing[0].provenance == "peers"
+
+
+def test_peer_check_needs_two_devices():
+    assert judge_peers([measurement(1.0)], tolerance=0.05, better=Better.HIGHER) == []
