@@ -1,23 +1,23 @@
-"""The state of one acceptance run, and the handle each acceptance test measures and judges through.
+"""The state of one acceptance run, and the handle each acceptance test measures through.
 
-An acceptance test names what it measures (a `Scope`) and how to measure it at each location; this
-module runs the probe, keeps every figure, asks the judge for verdicts against the profile and turns
-the worst verdict into the test's pytest outcome.
+A test measures on its own rank (`AcceptanceTest.measure`). When it ends, every rank sends what it
+saw to rank 0, which judges all of it against the profile and the peers, records it, and decides
+the test's outcome for every rank (`AcceptanceRun.settle`). A world of one follows the same path.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import pytest
 
+from clusterbench.distributed import Decision, Exchange
 from clusterbench.judge import Scope, judge_measurement, judge_peers, not_measured
 from clusterbench.metrics import METRICS
-from clusterbench.model import Check, Expectation, Location, Measurement, NotMeasured, Verdict
+from clusterbench.model import Check, Location, Measurement, NotMeasured, Verdict
 from clusterbench.profile import Profile
 from clusterbench.reports.results_json import write_results_json
 from clusterbench.results import NO_EXPECTATION, RunInfo, RunResults, TestOutcome, utc_now
@@ -29,97 +29,216 @@ if TYPE_CHECKING:
 log = logging.getLogger("clusterbench")
 
 MeasureFn = Callable[[], Measurement]
+COVERAGE_ITEM_NAME = "clusterbench-required-expectations"
+
+
+@dataclass
+class Attempt:
+    """One location's result: a measurement, or the reason there is none."""
+
+    location: Location
+    measurement: Measurement | None
+    reason: str = ""
+    crashed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "location": asdict(self.location),
+            "measurement": self.measurement.to_json() if self.measurement else None,
+            "reason": self.reason,
+            "crashed": self.crashed,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Attempt":
+        measurement = Measurement.from_json(data["measurement"]) if data["measurement"] else None
+        return cls(Location(**data["location"]), measurement, data["reason"], data["crashed"])
 
 
 @dataclass
 class TestRecord:
-    """What one test measured and concluded, until its outcome is known."""
+    """What one rank measured in one test, and (after settling) the verdict all ranks agreed."""
 
     nodeid: str
-    measurements: list[Measurement] = field(default_factory=list)
+    scope: Scope | None = None
+    compare_peers: bool = False
+    attempts: list[Attempt] = field(default_factory=list)
+    decision: Decision | None = None
+    # Filled on rank 0 when the test settles: every rank's figures and the checks made on them.
+    all_measurements: list[Measurement] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
 
-    def verdict_for(self, outcome: str) -> str:
-        worst = Verdict.worst([c.verdict for c in self.checks])
-        if outcome == "skipped":
-            return Verdict.NOT_MEASURED.value
-        if outcome == "failed":
-            return worst.value if worst in (Verdict.FAIL, Verdict.NOT_MEASURED) else Verdict.FAIL.value
-        if worst is None:
-            return NO_EXPECTATION if self.measurements else Verdict.PASS.value
-        # A passed test may still hold optional NOT MEASURED checks; its verdict is its worst judgement.
-        judged = [c.verdict for c in self.checks if c.verdict is not Verdict.NOT_MEASURED]
-        return (Verdict.worst(judged) or Verdict.PASS).value
+    def payload(self, outcome: str, message: str) -> dict[str, Any]:
+        return {
+            "outcome": outcome,
+            "message": message,
+            "attempts": [a.to_json() for a in self.attempts],
+        }
+
+
+def _failure_line(check: Check) -> str:
+    where = f" on {check.location.host}/{check.location.device} (rank {check.location.rank})" if check.location else ""
+    return f"{check.verdict.value} {Scope(check.metric, check.params).label()}{where}: {check.message}"
 
 
 @dataclass
 class AcceptanceRun:
-    """Session-wide state: the profile, everything measured so far, and where reports go."""
+    """Session-wide state: the profile, the world, everything measured so far, and where reports go."""
 
     profile: Profile
-    results: RunResults
+    exchange: Exchange
     report_dir: Path
     quick: bool
     # True when -m/-k/explicit paths narrowed the suite: expectations outside it are then reported
     # as not measured without failing the run, because nobody asked for them this time.
     narrowed: bool
-    devices: list[LocalDevice] = field(default_factory=list)
-    host: str = field(default_factory=socket.gethostname)
+    results: RunResults
+    devices: list["LocalDevice"] = field(default_factory=list)
     accounted: set[int] = field(default_factory=set)  # indexes of profile expectations a test covered
     records: dict[str, TestRecord] = field(default_factory=dict)
     written: list[Path] = field(default_factory=list)
 
     @classmethod
-    def start(cls, *, profile: Profile, report_dir: Path, quick: bool, narrowed: bool, command_line: list[str]) -> "AcceptanceRun":
+    def start(
+        cls, *, profile: Profile, exchange: Exchange, report_dir: Path, quick: bool, narrowed: bool, command_line: list[str]
+    ) -> "AcceptanceRun":
         from clusterbench.probes.devices import local_devices  # imports torch: only when a run starts
 
-        host = socket.gethostname()
+        world = exchange.world
         devices = local_devices()
+        if world.is_distributed and devices and devices[0].kind != "cpu":
+            # Under a launcher each rank owns one accelerator, as torchrun and srun lay ranks out.
+            devices = [devices[world.local_rank % len(devices)]]
         info = RunInfo(
             cluster=profile.cluster.name,
             profile=describe_profile(profile),
-            hosts=[host],
-            world_size=1,
-            launcher="local",
+            hosts=sorted(set(exchange.hosts.values())),
+            world_size=world.size,
+            launcher=world.launcher,
+            backend=exchange.backend,
             started_at=utc_now(),
             command_line=command_line,
             versions=host_versions(),
             devices=[asdict(d) for d in devices],
             quick=quick,
         )
-        return cls(profile=profile, results=RunResults(run=info), report_dir=report_dir, quick=quick, narrowed=narrowed, devices=devices, host=host)
+        return cls(
+            profile=profile,
+            exchange=exchange,
+            report_dir=report_dir,
+            quick=quick,
+            narrowed=narrowed,
+            results=RunResults(run=info),
+            devices=devices,
+        )
+
+    @property
+    def is_reporter(self) -> bool:
+        """Only rank 0 prints the summary and writes reports."""
+        return self.exchange.world.rank == 0
+
+    def location(self, device: str) -> Location:
+        world = self.exchange.world
+        return Location(host=world.host, rank=world.rank, device=device)
 
     def test_record(self, nodeid: str) -> TestRecord:
         return self.records.setdefault(nodeid, TestRecord(nodeid))
 
-    def record(self, nodeid: str, measurements: list[Measurement], checks: list[Check]) -> None:
+    # -- settling a test across ranks -------------------------------------------------------------
+
+    def settle(self, nodeid: str, outcome: str, message: str) -> Decision:
+        """Agree the outcome of `nodeid` with every rank; rank 0 judges and records on the way."""
         record = self.test_record(nodeid)
+        decision = self.exchange.settle(
+            nodeid, record.payload(outcome, message), lambda payloads, missing: self._decide(record, payloads, missing)
+        )
+        record.decision = decision
+        if self.is_reporter:
+            self.results.tests.append(TestOutcome(nodeid, decision.verdict, decision.outcome, decision.message))
+            self._write()  # after every test, so a crash later loses nothing already measured
+        return decision
+
+    def _decide(self, record: TestRecord, payloads: dict[int, dict[str, Any]], missing: list[int]) -> Decision:
+        attempts = [Attempt.from_json(a) for rank in sorted(payloads) for a in payloads[rank]["attempts"]]
+        if record.nodeid.endswith(COVERAGE_ITEM_NAME):
+            checks = self._coverage_checks()
+        else:
+            checks = self._judge(record, attempts)
+        measurements = [a.measurement for a in attempts if a.measurement is not None]
         for check in checks:
-            check.test = nodeid
-        record.measurements.extend(measurements)
-        record.checks.extend(checks)
+            check.test = record.nodeid
+        record.all_measurements, record.checks = measurements, checks
         self.results.measurements.extend(measurements)
         self.results.checks.extend(checks)
 
-    def claim_expectations(self, scope: Scope) -> list[Expectation]:
-        """The profile's expectations within `scope`, marked as covered by the calling test."""
-        claimed = []
+        problems = [
+            f"rank {rank} ({self.exchange.hosts.get(rank, '?')}): {p['message']}"
+            for rank, p in sorted(payloads.items())
+            if p["outcome"] == "failed"
+        ]
+        problems += [f"{a.location.host}/{a.location.device} (rank {a.location.rank}): {a.reason}" for a in attempts if a.crashed]
+        problems += [_failure_line(c) for c in checks if c.blocking]
+        if problems:
+            worst = Verdict.worst([c.verdict for c in checks if c.blocking])
+            return Decision("failed", (worst or Verdict.FAIL).value, "\n".join(problems))
+        skipped = [p for p in payloads.values() if p["outcome"] == "skipped"]
+        if skipped and len(skipped) == len(payloads):
+            return Decision("skipped", Verdict.NOT_MEASURED.value, skipped[0]["message"])
+        if record.scope is not None and not measurements:
+            reasons = sorted({a.reason for a in attempts}) or ["nothing to measure"]
+            return Decision("skipped", Verdict.NOT_MEASURED.value, f"NOT MEASURED {record.scope.label()}: {'; '.join(reasons)}")
+        judged = Verdict.worst([c.verdict for c in checks if c.verdict is not Verdict.NOT_MEASURED])
+        if judged is None:
+            # Nothing judged: say so, unless this is the coverage item of a profile that has
+            # expectations and saw every required one measured.
+            covered = record.nodeid.endswith(COVERAGE_ITEM_NAME) and bool(self.profile.expectations)
+            verdict = Verdict.PASS.value if covered else NO_EXPECTATION
+        else:
+            verdict = judged.value
+        return Decision("passed", verdict, "")
+
+    def _judge(self, record: TestRecord, attempts: list[Attempt]) -> list[Check]:
+        if record.scope is None:
+            return []
+        scope = record.scope
+        checks: list[Check] = []
         for index, expectation in enumerate(self.profile.expectations):
-            if expectation in self.profile.expectations_for(scope.metric, scope.params):
-                self.accounted.add(index)
-                claimed.append(expectation)
-        return claimed
+            if expectation not in self.profile.expectations_for(scope.metric, scope.params):
+                continue
+            self.accounted.add(index)
+            for attempt in attempts:
+                measurement = attempt.measurement
+                if measurement is None:
+                    checks.append(not_measured(expectation, scope, attempt.reason, attempt.location))
+                elif expectation.matches(measurement.metric, measurement.params):
+                    checks.append(judge_measurement(expectation, measurement))
+                else:
+                    detail = f"measured with {measurement.params}, which does not match {dict(expectation.params)}"
+                    checks.append(not_measured(expectation, scope, detail, attempt.location))
+        if record.compare_peers:
+            measurements = [a.measurement for a in attempts if a.measurement is not None]
+            checks += judge_peers(measurements, self.profile.settings.outlier_tolerance, METRICS[scope.metric].better)
+        return checks
 
-    def unaccounted_expectations(self) -> list[Expectation]:
-        return [e for i, e in enumerate(self.profile.expectations) if i not in self.accounted]
-
-    def finish_test(self, outcome: TestOutcome) -> None:
-        self.results.tests.append(outcome)
-        self._write()  # after every test, so a crash later loses nothing already measured
+    def _coverage_checks(self) -> list[Check]:
+        """NOT MEASURED for every expectation no test covered; blocking unless the run was narrowed."""
+        checks = []
+        for index, expectation in enumerate(self.profile.expectations):
+            if index in self.accounted:
+                continue
+            scope = Scope(expectation.metric, dict(expectation.params))
+            family = METRICS[expectation.metric].family
+            if self.narrowed:
+                reason = f"outside this run's selection ({family} tests were narrowed by -m/-k or paths)"
+            else:
+                reason = f"no test in this run measures {scope.label()}"
+            checks.append(not_measured(expectation, scope, reason, None, blocking=not self.narrowed))
+        return checks
 
     def finish(self) -> None:
         self.results.run.finished_at = utc_now()
-        self._write()
+        if self.is_reporter:
+            self._write()
 
     def _write(self) -> None:
         path = write_results_json(self.results, self.report_dir)
@@ -127,17 +246,12 @@ class AcceptanceRun:
             self.written.append(path)
 
 
-def _failure_line(check: Check) -> str:
-    where = f" on {check.location.host}/{check.location.device}" if check.location else ""
-    return f"{check.verdict.value} {Scope(check.metric, check.params).label()}{where}: {check.message}"
-
-
 class AcceptanceTest:
-    """The `acceptance` fixture: measure at each location, judge, and end the test accordingly."""
+    """The `acceptance` fixture: what a test measures through, on its own rank."""
 
     def __init__(self, run: AcceptanceRun, item: pytest.Item):
         self.run = run
-        self.item = item
+        self.record = run.test_record(item.nodeid)
 
     @property
     def quick(self) -> bool:
@@ -148,101 +262,44 @@ class AcceptanceTest:
         return self.run.profile
 
     @property
-    def devices(self) -> list[LocalDevice]:
+    def devices(self) -> list["LocalDevice"]:
         return self.run.devices
 
     def location(self, device: str) -> Location:
-        return Location(host=self.run.host, rank=0, device=device)
+        return self.run.location(device)
 
     def measure(
         self, scope: Scope, attempts: Iterable[tuple[Location, MeasureFn]], *, compare_peers: bool = False
     ) -> list[Measurement]:
-        """Run each attempt, judge what it measured against the profile, and end the test.
+        """Run each attempt on this rank and keep what it measured, or why it could not.
 
-        Returns the measurements when the test passes (possibly with WARN); fails the test when any
-        check fails, a probe crashed, or a required figure could not be measured; skips it, with
-        the reason, when nothing could be measured and nothing required it.
+        Judging happens when the test ends, on rank 0, over every rank's figures: against the
+        profile, and (with `compare_peers`) against the median of the other devices.
         """
-        measured: list[tuple[Location, Measurement | None, str]] = []
-        crashes: list[str] = []
+        self.record.scope = scope
+        self.record.compare_peers = compare_peers
         for location, measure_fn in attempts:
             try:
-                measurement = measure_fn()
+                self.record.attempts.append(Attempt(location, measure_fn()))
             except NotMeasured as exc:
-                measured.append((location, None, str(exc)))
-                continue
+                self.record.attempts.append(Attempt(location, None, str(exc)))
             except Exception as exc:  # a probe bug or a device fault: keep going, fail the test
                 log.exception("probe %s crashed on %s", scope.label(), location.device)
-                reason = f"probe crashed: {type(exc).__name__}: {exc}"
-                crashes.append(f"{scope.label()} on {location.host}/{location.device}: {reason}")
-                measured.append((location, None, reason))
-                continue
-            measured.append((location, measurement, ""))
-
-        measurements = [m for _, m, _ in measured if m is not None]
-        checks = self._judge(scope, measured)
-        if compare_peers:
-            checks += judge_peers(measurements, self.profile.settings.outlier_tolerance, METRICS[scope.metric].better)
-        self.run.record(self.item.nodeid, measurements, checks)
-
-        failures = crashes + [_failure_line(c) for c in checks if c.blocking]
-        if failures:
-            pytest.fail("\n".join(failures), pytrace=False)
-        if not measurements:
-            reasons = sorted({reason for _, _, reason in measured})
-            pytest.skip(f"NOT MEASURED {scope.label()}: {'; '.join(reasons) or 'nothing to measure'}")
-        return measurements
-
-    def _judge(self, scope: Scope, measured: list[tuple[Location, Measurement | None, str]]) -> list[Check]:
-        checks: list[Check] = []
-        for expectation in self.run.claim_expectations(scope):
-            for location, measurement, reason in measured:
-                if measurement is None:
-                    checks.append(not_measured(expectation, scope, reason, location))
-                elif expectation.matches(measurement.metric, measurement.params):
-                    checks.append(judge_measurement(expectation, measurement))
-                else:
-                    detail = f"measured with {measurement.params}, which does not match {dict(expectation.params)}"
-                    checks.append(not_measured(expectation, scope, detail, location))
-        return checks
-
-
-class CoverageFailure(Exception):
-    pass
+                reason = f"probe {scope.label()} crashed: {type(exc).__name__}: {exc}".splitlines()[0]
+                self.record.attempts.append(Attempt(location, None, reason, crashed=True))
+        return [a.measurement for a in self.record.attempts if a.measurement is not None]
 
 
 class CoverageItem(pytest.Item):
-    """A final check that every required expectation of the profile was measured by some test.
+    """A final item that fails when a required expectation of the profile was measured by no test.
 
-    Without it, an expectation on a metric that no test measures (or a typo'd param value) would
-    silently never be judged, and the run would pass without the figure it exists to prove.
+    Without it, an expectation on a metric that no test measures (or a mistyped param value) would
+    never be judged, and the run would pass without the figure it exists to prove. Its checks are
+    made by rank 0 when it settles; the item itself has nothing to run.
     """
 
-    def __init__(self, *, run: AcceptanceRun, **kwargs):
-        super().__init__(**kwargs)
-        self.run = run
-
     def runtest(self) -> None:
-        checks = []
-        for expectation in self.run.unaccounted_expectations():
-            family = METRICS[expectation.metric].family
-            if self.run.narrowed:
-                reason = f"outside this run's selection ({family} tests were narrowed by -m/-k or paths)"
-            else:
-                reason = f"no test in this run measures {Scope(expectation.metric, dict(expectation.params)).label()}"
-            checks.append(
-                not_measured(expectation, Scope(expectation.metric, {}), reason, None, blocking=not self.run.narrowed)
-            )
-        self.run.record(self.nodeid, [], checks)
-        blocking = [_failure_line(c) for c in checks if c.blocking]
-        if blocking:
-            raise CoverageFailure("\n".join(blocking))
-
-    def repr_failure(self, excinfo, style=None):
-        if isinstance(excinfo.value, CoverageFailure):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo, style)
+        pass
 
     def reportinfo(self):
         return self.path, None, "every required expectation of the profile was measured"
-

@@ -113,27 +113,31 @@ def judge_against_expectations(
     return checks, unmatched
 
 
+MIN_PEERS = 2  # with one peer there is no telling which of the two is the slow one
+
+
 def judge_peers(measurements: list[Measurement], tolerance: float, better: Better) -> list[Check]:
     """Name each device that falls behind the median of its peers by more than `tolerance`.
 
     This needs no profile figure: on a node of eight identical GPUs the slow one is visible from the
-    other seven alone. With fewer than two devices there are no peers and no check.
+    other seven alone. It needs at least MIN_PEERS peers, and distinct devices: several ranks that
+    share one CPU measure the same hardware, so comparing them would blame noise.
     """
-    if len(measurements) < 2:
+    devices = {(m.location.host, m.location.device) for m in measurements}
+    if len(measurements) < MIN_PEERS + 1 or len(devices) < len(measurements):
         return []
     checks = []
     for index, measurement in enumerate(measurements):
         peers = [m.value for i, m in enumerate(measurements) if i != index]
         peer_median = statistics.median(peers)
-        if better is Better.HIGHER:
-            behind = peer_median > 0 and measurement.value < peer_median * (1 - tolerance)
-        else:
-            behind = measurement.value > peer_median * (1 + tolerance)
         gap = (measurement.value - peer_median) / peer_median if peer_median else 0.0
+        shortfall = -gap if better is Better.HIGHER else gap  # positive when worse than the peers
+        behind = shortfall > tolerance
+        relation = "behind" if shortfall > 0 else "ahead of"
         message = (
             f"{_where(measurement.location)} at {format_value(measurement.value, measurement.unit)} is "
-            f"{abs(gap):.1%} {'behind' if behind else 'within ' + format(tolerance, '.0%') + ' of'} the median "
-            f"{format_value(peer_median, measurement.unit)} of its {len(peers)} peers"
+            f"{abs(gap):.1%} {relation} the median {format_value(peer_median, measurement.unit)} of its "
+            f"{len(peers)} peers (outlier beyond {tolerance:.0%})"
         )
         checks.append(
             Check(

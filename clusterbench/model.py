@@ -85,6 +85,12 @@ class Measurement:
         data.update(data.pop("location"))
         return data
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Measurement":
+        fields = dict(data)
+        location = Location(fields.pop("host"), fields.pop("rank"), fields.pop("device"))
+        return cls(location=location, **fields)
+
 
 @dataclass(frozen=True)
 class Expectation:

@@ -1,59 +1,69 @@
-"""pytest glue: options, the `acceptance` fixture, verdicts as test outcomes, and the reports.
+"""pytest glue: options, the world, the `acceptance` fixture, agreed outcomes, and the reports.
 
 Kept thin on purpose: probes measure, the judge judges, reports render; this module only connects
-them to pytest's collection, outcomes and terminal.
+them to pytest's collection, test outcomes and terminal.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 
 import pytest
 
-from clusterbench.acceptance import AcceptanceRun, AcceptanceTest, CoverageItem
+from clusterbench.acceptance import COVERAGE_ITEM_NAME, AcceptanceRun, AcceptanceTest, CoverageItem
 from clusterbench.catalog import resolve_cluster
+from clusterbench.distributed import join_world
 from clusterbench.errors import ClusterbenchError
 from clusterbench.metrics import FAMILIES
-from clusterbench.reports.terminal import render_summary
-from clusterbench.results import TestOutcome
+from clusterbench.options import pytest_addoption  # noqa: F401  (a hook: pytest finds it here)
 from clusterbench.reports.junit import junit_properties
+from clusterbench.reports.terminal import render_summary
+from clusterbench.world import World, detect_world
 
 log = logging.getLogger("clusterbench")
 
 RUN_KEY = pytest.StashKey[AcceptanceRun]()
+WORLD_KEY = pytest.StashKey[World]()
 DESELECTED_KEY = pytest.StashKey[int]()
-DEFAULT_REPORT_DIR = "clusterbench-report"
 FIXTURE = "acceptance"
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("clusterbench", "cluster acceptance")
-    group.addoption(
-        "--cluster",
-        default="local",
-        metavar="NAME|PATH",
-        help="cluster profile: a name in the profiles folder, a path to a .toml file, or 'local' "
-        "(built in: derived from this machine). Default: local.",
-    )
-    group.addoption(
-        "--profiles-dir",
-        default=None,
-        metavar="DIR",
-        help="folder of cluster profiles (default: clusters/ under the rootdir)",
-    )
-    group.addoption(
-        "--report-dir",
-        default=DEFAULT_REPORT_DIR,
-        metavar="DIR",
-        help=f"where results.json and the reports are written (default: {DEFAULT_REPORT_DIR}/)",
-    )
-    group.addoption("--quick", action="store_true", default=False, help="shorten every sweep")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for family in FAMILIES:
         config.addinivalue_line("markers", f"{family}: clusterbench {family} probes")
+    try:
+        world = detect_world()
+    except ClusterbenchError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[WORLD_KEY] = world
+    if world.rank != 0:
+        _send_output_to_rank_log(config, Path(config.getoption("report_dir")), world)
+
+
+def _send_output_to_rank_log(config: pytest.Config, report_dir: Path, world: World) -> None:
+    """Ranks other than 0 stay quiet: their output (and the backend's) goes to a per-rank file.
+
+    pytest's capture manager keeps duplicates of the original stdout/stderr and restores them
+    whenever it suspends capturing; those duplicates are pointed at the rank's log file as well,
+    or the terminal reporter would still reach the terminal between tests.
+    """
+    log_dir = report_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_fd = os.open(log_dir / f"rank-{world.rank}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    targets = {1, 2}
+    capturing = getattr(config.pluginmanager.getplugin("capturemanager"), "_global_capturing", None)
+    for capture in (getattr(capturing, "out", None), getattr(capturing, "err", None)):
+        saved = getattr(capture, "targetfd_save", None)
+        if isinstance(saved, int):
+            targets.add(saved)
+    for fd in targets:
+        os.dup2(log_fd, fd)
+    os.close(log_fd)
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
@@ -75,50 +85,70 @@ def _suite_was_narrowed(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """After -m/-k selection: load the profile if any acceptance test is left, and add the coverage item."""
+    """After -m/-k selection: load the profile, join the world, and add the coverage item."""
     acceptance_items = [item for item in items if FIXTURE in getattr(item, "fixturenames", ())]
     if not acceptance_items:
         return
     profiles_dir = Path(config.getoption("profiles_dir") or config.rootpath / "clusters")
     try:
         profile = resolve_cluster(config.getoption("cluster"), profiles_dir)
+        exchange = join_world(config.stash[WORLD_KEY], profile.settings.collective_timeout_s)
     except ClusterbenchError as exc:
         raise pytest.UsageError(str(exc)) from None
     run = AcceptanceRun.start(
         profile=profile,
+        exchange=exchange,
         report_dir=Path(config.getoption("report_dir")),
         quick=config.getoption("quick"),
         narrowed=_suite_was_narrowed(config),
         command_line=list(config.invocation_params.args),
     )
     config.stash[RUN_KEY] = run
-    items.append(CoverageItem.from_parent(session, name="clusterbench-required-expectations", run=run))
+    items.append(CoverageItem.from_parent(session, name=COVERAGE_ITEM_NAME))
 
 
 @pytest.fixture
 def acceptance(request: pytest.FixtureRequest) -> AcceptanceTest:
-    """The handle an acceptance test measures and judges through."""
-    run = request.config.stash.get(RUN_KEY, None)
-    if run is None:  # collected without the plugin's collection hook having run (should not happen)
-        pytest.fail("clusterbench: no acceptance run is active", pytrace=False)
-    return AcceptanceTest(run, request.node)
+    """The handle an acceptance test measures through."""
+    return AcceptanceTest(request.config.stash[RUN_KEY], request.node)
+
+
+def _is_acceptance_item(item: pytest.Item) -> bool:
+    return isinstance(item, CoverageItem) or FIXTURE in getattr(item, "fixturenames", ())
+
+
+def _local_message(report: pytest.TestReport) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return report.longrepr[2]
+    if report.failed:
+        lines = report.longreprtext.strip().splitlines()
+        return lines[-1] if lines else "failed"
+    return ""
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Settle each acceptance test once across all ranks and make the report say what was agreed.
+
+    The settling point is the call phase, or the setup phase when setup did not pass (then there is
+    no call phase), so that every rank settles every test exactly once and in the same order.
+    """
     report = yield
     run = item.config.stash.get(RUN_KEY, None)
-    if run is None or report.when != "call" and not (report.when == "setup" and not report.passed):
+    settles_now = report.when == "call" or (report.when == "setup" and not report.passed)
+    if run is None or not settles_now or not _is_acceptance_item(item):
         return report
-    test = run.test_record(item.nodeid)
-    verdict = test.verdict_for(report.outcome)
-    report.clusterbench_verdict = verdict  # read by pytest_report_teststatus
-    item.user_properties.extend(junit_properties(verdict, test.measurements, test.checks))
+    decision = run.settle(item.nodeid, report.outcome, _local_message(report))
+    if decision.outcome != report.outcome or decision.message != _local_message(report):
+        report.outcome = decision.outcome
+        if decision.outcome == "skipped":
+            report.longrepr = (str(item.path), item.location[1] or 0, decision.message)
+        elif decision.outcome == "failed":
+            report.longrepr = decision.message
+    report.clusterbench_verdict = decision.verdict  # read by pytest_report_teststatus
+    record = run.test_record(item.nodeid)
+    item.user_properties.extend(junit_properties(decision.verdict, record.all_measurements, record.checks))
     report.user_properties = list(item.user_properties)
-    message = report.longreprtext.strip().splitlines()[-1] if report.failed and report.longreprtext else ""
-    if report.skipped and isinstance(report.longrepr, tuple):
-        message = report.longrepr[2]
-    run.finish_test(TestOutcome(item.nodeid, verdict, report.outcome, message))
     return report
 
 
@@ -143,9 +173,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(RUN_KEY, None)
+    if run is not None:
+        run.exchange.leave()  # after the terminal summary: rank 0's output is complete by now
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     run = config.stash.get(RUN_KEY, None)
-    if run is None:
+    if run is None or not run.is_reporter:
         return
     terminalreporter.section("clusterbench summary")
     width = terminalreporter._tw.fullwidth

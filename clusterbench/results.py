@@ -24,6 +24,7 @@ class RunInfo:
     hosts: list[str]
     world_size: int
     launcher: str
+    backend: str | None  # the torch.distributed backend, None in a world of one
     started_at: str
     command_line: list[str]
     versions: dict[str, str | None]

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from clusterbench.judge import format_value
 from clusterbench.model import Check, Measurement
-from clusterbench.results import NO_EXPECTATION, RunResults
+from clusterbench.results import NO_EXPECTATION, RunResults, TestOutcome
 
 VERDICT_STYLES = {
     "PASS": "bold green",
@@ -21,36 +21,59 @@ VERDICT_STYLES = {
 }
 
 
+def _plain(*cells: str) -> list[Text]:
+    """Cells as literal text: names like test_gemm[bf16] must not be read as rich markup."""
+    return [Text(cell) for cell in cells]
+
+
 def _params(params: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(params.items()))
 
 
-def _checks_table(checks: list[Check]) -> Table:
+def _where(location, show_rank: bool) -> str:
+    if location is None:
+        return "-"
+    text = f"{location.host}/{location.device}"
+    return f"{text} r{location.rank}" if show_rank else text
+
+
+def _checks_table(checks: list[Check], show_rank: bool) -> Table:
     table = Table(title="Checks", title_justify="left", show_lines=False)
     for column in ("Verdict", "Metric", "Params", "Where", "Observed", "Target", "Margin", "Provenance"):
         table.add_column(column, overflow="fold")
     for check in checks:
-        where = f"{check.location.host}/{check.location.device}" if check.location else "-"
+        where = _where(check.location, show_rank)
         margin = "-" if check.margin is None else f"{check.margin:+.1%}"
         table.add_row(
             Text(check.verdict.value, style=VERDICT_STYLES[check.verdict.value]),
-            check.metric,
-            _params(check.params),
-            where,
-            format_value(check.observed, check.unit),
-            format_value(check.target, check.unit),
-            margin,
-            check.provenance,
+            *_plain(
+                check.metric,
+                _params(check.params),
+                where,
+                format_value(check.observed, check.unit),
+                format_value(check.target, check.unit),
+                margin,
+                check.provenance,
+            ),
         )
     return table
 
 
-def _unjudged_table(measurements: list[Measurement]) -> Table:
+def _unjudged_table(measurements: list[Measurement], show_rank: bool) -> Table:
     table = Table(title="Measured, no expectation in the profile", title_justify="left")
     for column in ("Metric", "Params", "Where", "Value"):
         table.add_column(column, overflow="fold")
     for m in measurements:
-        table.add_row(m.metric, _params(m.params), f"{m.location.host}/{m.location.device}", format_value(m.value, m.unit))
+        table.add_row(*_plain(m.metric, _params(m.params), _where(m.location, show_rank), format_value(m.value, m.unit)))
+    return table
+
+
+def _not_measured_table(tests: list[TestOutcome]) -> Table:
+    table = Table(title="Not measured (skipped, never passed)", title_justify="left")
+    table.add_column("Test", overflow="fold")
+    table.add_column("Reason", overflow="fold")
+    for test in tests:
+        table.add_row(*_plain(test.nodeid.split("::")[-1], test.message))
     return table
 
 
@@ -60,14 +83,23 @@ def render_summary(results: RunResults, *, width: int, color: bool) -> str:
     judged = {(c.metric, tuple(sorted(c.params.items())), c.location) for c in results.checks}
     unjudged = [m for m in results.measurements if (m.metric, tuple(sorted(m.params.items())), m.location) not in judged]
     run = results.run
+    show_rank = run.world_size > 1
+    backend = f" · backend {run.backend}" if run.backend else ""
     console.print(
-        f"cluster [bold]{run.cluster}[/bold] · {', '.join(run.hosts)} · world size {run.world_size} · "
-        f"launcher {run.launcher}{' · quick' if run.quick else ''}"
+        Text.assemble(
+            "cluster ",
+            (run.cluster, "bold"),
+            f" · {', '.join(run.hosts)} · world size {run.world_size} · launcher {run.launcher}{backend}"
+            f"{' · quick' if run.quick else ''}",
+        )
     )
     if results.checks:
-        console.print(_checks_table(results.checks))
+        console.print(_checks_table(results.checks, show_rank))
     if unjudged:
-        console.print(_unjudged_table(unjudged))
+        console.print(_unjudged_table(unjudged, show_rank))
+    skipped = [t for t in results.tests if t.outcome == "skipped"]
+    if skipped:
+        console.print(_not_measured_table(skipped))
     counts = results.counts()
     tally = " · ".join(f"{n} {verdict}" for verdict, n in counts.items())
     verdict = results.verdict

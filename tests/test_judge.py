@@ -88,5 +88,16 @@ def test_peer_check_names_only_the_slow_device():
     assert failing[0].provenance == "peers"
 
 
-def test_peer_check_needs_two_devices():
+def test_peer_check_needs_three_distinct_devices():
     assert judge_peers([measurement(1.0)], tolerance=0.05, better=Better.HIGHER) == []
+    two = [measurement(1.0, "cuda:0"), measurement(2.0, "cuda:1")]
+    assert judge_peers(two, tolerance=0.05, better=Better.HIGHER) == []  # who is slow? cannot tell
+    shared_cpu = [measurement(v, "cpu") for v in (1.0, 2.0, 3.0)]  # three ranks, one CPU
+    assert judge_peers(shared_cpu, tolerance=0.05, better=Better.HIGHER) == []
+
+
+def test_peer_check_lower_is_better_names_the_slow_one():
+    ms = [measurement(v, device=f"cuda:{i}") for i, v in enumerate([10.0, 10.2, 9.9, 14.0])]
+    checks = judge_peers(ms, tolerance=0.05, better=Better.LOWER)
+    assert [c.location.device for c in checks if c.verdict is Verdict.FAIL] == ["cuda:3"]
+    assert "ahead of" in checks[2].message
