@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -41,6 +42,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[WORLD_KEY] = world
     if world.rank != 0:
         _send_output_to_rank_log(config, Path(config.getoption("report_dir")), world)
+    if world.is_distributed:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame) -> None:
+    """Launchers stop every rank with SIGTERM when one rank fails (torchrun does, at once).
+    Raising KeyboardInterrupt lets pytest end the session normally, so rank 0 still finishes its
+    reports with everything measured so far instead of dying mid-write."""
+    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name} (the launcher ended the job)")
 
 
 def _send_output_to_rank_log(config: pytest.Config, report_dir: Path, world: World) -> None:
@@ -121,6 +131,9 @@ def _local_message(report: pytest.TestReport) -> str:
     if report.skipped and isinstance(report.longrepr, tuple):
         return report.longrepr[2]
     if report.failed:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if crash is not None:
+            return crash.message.splitlines()[0]
         lines = report.longreprtext.strip().splitlines()
         return lines[-1] if lines else "failed"
     return ""
@@ -166,6 +179,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run = session.config.stash.get(RUN_KEY, None)
     if run is None:
         return
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        run.results.run.interrupted = "the session was interrupted before every test ran"
     try:
         run.finish()
     except OSError as exc:

@@ -31,6 +31,7 @@ class RunInfo:
     devices: list[dict[str, Any]]
     quick: bool
     finished_at: str | None = None
+    interrupted: str | None = None  # why the run stopped before its end, if it did
 
 
 @dataclass
@@ -56,7 +57,7 @@ class RunResults:
     @property
     def verdict(self) -> str:
         """FAIL when any check fails or a required figure is missing; otherwise the worst verdict."""
-        if any(t.outcome == "failed" for t in self.tests) or any(c.blocking for c in self.checks):
+        if self.run.interrupted or any(t.outcome == "failed" for t in self.tests) or any(c.blocking for c in self.checks):
             return Verdict.FAIL.value
         worst = Verdict.worst([c.verdict for c in self.checks if c.verdict is not Verdict.NOT_MEASURED])
         if worst is None:

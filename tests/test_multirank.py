@@ -1,0 +1,167 @@
+"""One pytest session across several ranks, started by real launchers on this machine's CPU (Gloo).
+
+torchrun and mpiexec are started for real. The fault tests start two ranks the way torchrun does
+(its environment contract: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) but without torchrun's
+habit of killing every rank when one fails, as srun without --kill-on-bad-exit behaves: that is the
+case where only clusterbench's deadline stands between a dead rank and a hang.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PASSING_PROFILE = """
+[cluster]
+name = "cpu-ranks"
+
+[settings]
+collective_timeout_s = {timeout}
+
+[[expect]]
+metric = "gemm.tflops"
+params = {{ dtype = "fp32" }}
+target = 1e-6
+unit = "TFLOP/s"
+provenance = "baseline"
+source = "test fixture: any CPU passes"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def profile(tmp_path: Path, timeout: float = 60) -> Path:
+    path = tmp_path / "cpu-ranks.toml"
+    path.write_text(PASSING_PROFILE.format(timeout=timeout))
+    return path
+
+
+def results(report_dir: Path) -> dict:
+    return json.loads((report_dir / "results.json").read_text())
+
+
+def pytest_args(tmp_path: Path, *extra: str) -> list[str]:
+    return ["-m", "pytest", "-p", "no:cacheprovider", "--quick", f"--cluster={profile(tmp_path)}",
+            f"--report-dir={tmp_path / 'report'}", *extra]
+
+
+def check_two_rank_run(tmp_path: Path, proc: subprocess.CompletedProcess, launcher: str) -> None:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = results(tmp_path / "report")
+    run = data["run"]
+    assert (run["world_size"], run["launcher"], run["backend"]) == (2, launcher, "gloo")
+    gemm = [m for m in data["measurements"] if m["metric"] == "gemm.tflops"]
+    assert sorted(m["rank"] for m in gemm) == [0, 1]
+    assert {c["rank"] for c in data["checks"] if c["metric"] == "gemm.tflops"} == {0, 1}
+    assert data["verdict"] == "PASS"
+    # Rank 0 alone talks to the terminal; rank 1 writes to its own log.
+    assert proc.stdout.count("test session starts") == 1
+    assert proc.stdout.count("clusterbench summary") == 1
+    assert "test session starts" in (tmp_path / "report" / "logs" / "rank-1.log").read_text()
+
+
+def test_torchrun_two_ranks_one_session(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={free_port()}",
+               *pytest_args(tmp_path, "-m", "compute", "-k", "fp32")]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    check_two_rank_run(tmp_path, proc, "torchrun")
+
+
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="mpiexec not installed (pip install mpich)")
+def test_mpiexec_two_ranks_one_session(tmp_path):
+    pytest.importorskip("mpi4py", reason="mpi4py not installed (pip install mpi4py)")
+    command = ["mpiexec", "-n", "2", sys.executable, *pytest_args(tmp_path, "-m", "compute", "-k", "fp32")]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    check_two_rank_run(tmp_path, proc, "mpi")
+
+
+# -- faults: ranks started with torchrun's environment contract, no launcher to kill survivors --------
+
+FAULTY_SUITE = '''
+import os, signal, time
+import pytest
+import torch
+import torch.distributed as dist
+from clusterbench.judge import Scope
+from clusterbench.model import Measurement
+
+
+def test_fails_on_rank_one_only(acceptance):
+    if dist.get_rank() == 1:
+        pytest.fail("rank one saw a broken device")
+
+
+def test_rank_dies_mid_collective(acceptance):
+    def all_reduce_until_killed():
+        tensor = torch.ones(1 << 16)
+        for step in range(100_000):
+            if dist.get_rank() == 1 and step == 20:
+                os.kill(os.getpid(), signal.SIGKILL)
+            dist.all_reduce(tensor)
+        raise AssertionError("rank 1 should have died")
+
+    acceptance.measure(Scope("allreduce.busbw_gbps"), [(acceptance.location("cpu"), all_reduce_until_killed)])
+
+
+def test_after_the_loss(acceptance):
+    acceptance.measure(Scope("gemm.tflops", {"dtype": "fp32"}), [])
+'''
+
+
+def start_ranks(tmp_path: Path, suite: Path, timeout_s: float) -> list[subprocess.Popen]:
+    port = free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "clusterbench.plugin",
+                   f"--rootdir={tmp_path}", "-c", os.devnull, f"--cluster={profile(tmp_path, timeout_s)}",
+                   f"--report-dir={tmp_path / 'report'}", str(suite)]
+        procs.append(subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def test_dead_rank_fails_fast_names_it_and_leaves_nothing_running(tmp_path):
+    suite = tmp_path / "test_faults.py"
+    suite.write_text(FAULTY_SUITE)
+    deadline_s = 8
+    started = time.monotonic()
+    procs = start_ranks(tmp_path, suite, deadline_s)
+    try:
+        out0, _ = procs[0].communicate(timeout=120)
+        procs[1].wait(timeout=30)
+    finally:
+        for proc in procs:
+            proc.kill()
+    elapsed = time.monotonic() - started
+    assert procs[1].returncode == -9  # the test double killed itself
+    assert procs[0].returncode == 1, out0
+    assert elapsed < 3 * deadline_s + 60, f"took {elapsed:.0f} s"
+
+    data = results(tmp_path / "report")
+    outcomes = {t["nodeid"].split("::")[-1]: t for t in data["tests"]}
+    # A failure on one rank is the failure of all, with the rank and host named.
+    one = outcomes["test_fails_on_rank_one_only"]
+    assert one["outcome"] == "failed" and "rank 1 (" in one["message"] and "broken device" in one["message"]
+    # The dead rank is named within the deadline, and everything after it fails without hanging.
+    dead = outcomes["test_rank_dies_mid_collective"]
+    assert dead["outcome"] == "failed" and f"rank 1 ({socket.gethostname()}) did not arrive within {deadline_s} s" in dead["message"]
+    after = outcomes["test_after_the_loss"]
+    assert after["outcome"] == "failed" and after["message"].startswith("not run:")
+    assert data["verdict"] == "FAIL" and data["run"]["finished_at"]
+    assert "did not arrive" in out0  # rank 0 told the terminal too
+    for proc in procs:
+        assert proc.poll() is not None
