@@ -9,9 +9,9 @@ from functools import partial
 import pytest
 
 from clusterbench.judge import Scope
+from clusterbench.probes.devices import GEMM_DTYPES
 from clusterbench.probes.gemm import measure_gemm
 
-GEMM_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")
 
 
 @pytest.mark.compute

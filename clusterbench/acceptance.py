@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("clusterbench")
 
 MeasureFn = Callable[[], Measurement]
+# Run on rank 0 when a test settles, with what each rank shared: {rank: data}. Returns more checks.
+SharedJudge = Callable[[dict[int, Any]], list[Check]]
 COVERAGE_ITEM_NAME = "clusterbench-required-expectations"
 
 
@@ -63,6 +65,8 @@ class TestRecord:
     scope: Scope | None = None
     compare_peers: bool = False
     attempts: list[Attempt] = field(default_factory=list)
+    shared: Any = None  # JSON data this rank sends rank 0 (e.g. its node inventory)
+    shared_judge: SharedJudge | None = None
     decision: Decision | None = None
     # Filled on rank 0 when the test settles: every rank's figures and the checks made on them.
     all_measurements: list[Measurement] = field(default_factory=list)
@@ -73,6 +77,7 @@ class TestRecord:
             "outcome": outcome,
             "message": message,
             "attempts": [a.to_json() for a in self.attempts],
+            "shared": self.shared,
         }
 
 
@@ -164,6 +169,8 @@ class AcceptanceRun:
             checks = self._coverage_checks()
         else:
             checks = self._judge(record, attempts)
+        if record.shared_judge is not None:
+            checks += record.shared_judge({rank: p["shared"] for rank, p in sorted(payloads.items())})
         measurements = [a.measurement for a in attempts if a.measurement is not None]
         for check in checks:
             check.test = record.nodeid
@@ -288,6 +295,15 @@ class AcceptanceTest:
                 reason = f"probe {scope.label()} crashed: {type(exc).__name__}: {exc}".splitlines()[0]
                 self.record.attempts.append(Attempt(location, None, reason, crashed=True))
         return [a.measurement for a in self.record.attempts if a.measurement is not None]
+
+    def share(self, data: Any, judge: SharedJudge) -> None:
+        """Send JSON `data` to rank 0 when the test settles, where `judge` sees every rank's data.
+
+        For judgements that need the whole world at once: the node whose driver differs from the
+        majority, the pair of nodes whose link is slow. Every rank must call it the same way.
+        """
+        self.record.shared = data
+        self.record.shared_judge = judge
 
 
 class CoverageItem(pytest.Item):

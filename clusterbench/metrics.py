@@ -26,7 +26,7 @@ METRICS: dict[str, MetricSpec] = {
     for spec in (
         MetricSpec(
             "gemm.tflops", "TFLOP/s", Better.HIGHER, "compute",
-            "dense matmul throughput, best shape of the sweep (2*M*N*K / median time)", ("dtype",),
+            "dense matmul throughput: median per-iteration 2*M*N*K / time of the best shape of the sweep", ("dtype",),
         ),
         MetricSpec(
             "memory.copy_gbps", "GB/s", Better.HIGHER, "memory",

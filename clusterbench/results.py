@@ -32,6 +32,7 @@ class RunInfo:
     quick: bool
     finished_at: str | None = None
     interrupted: str | None = None  # why the run stopped before its end, if it did
+    inventory: dict[str, Any] = field(default_factory=dict)  # per host: what the node is (health tests)
 
 
 @dataclass

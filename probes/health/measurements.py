@@ -1,0 +1,184 @@
+"""Turn the NVML inventory (and, where sampled, the load report) into gpu.* Measurements.
+
+Each GPU is a location of its own, device "gpu<NVML index>" (not "cuda:<i>": the two orders differ
+unless CUDA_DEVICE_ORDER=PCI_BUS_ID; the UUID in `details` ties them together). A figure NVML could
+not give is not guessed: it is listed in `not_measured` with the reason, per GPU, so that a GPU
+missing a figure its peers have is visible rather than silently absent from the judgement.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from clusterbench.metrics import METRICS
+from clusterbench.model import Location, Measurement, NotMeasured
+from clusterbench.probes.health.clock_events import throttling
+from clusterbench.probes.health.nvml_reader import GpuInventory, GpuRecord
+from clusterbench.probes.health.throttle import GpuLoad, LoadReport
+
+PER_GPU_METRICS = (
+    "gpu.ecc_uncorrected",
+    "gpu.ecc_corrected",
+    "gpu.retired_pages",
+    "gpu.pcie_gen",
+    "gpu.pcie_width",
+    "gpu.nvlink_up",
+    "gpu.temperature_c",
+    "gpu.power_w",
+    "gpu.throttle_reasons",
+)
+ALL_METRICS = ("gpu.count", *PER_GPU_METRICS)
+
+NOT_UNDER_LOAD = "not sampled under load (run a load inside ThrottleSampler)"
+
+
+@dataclass(frozen=True)
+class Unmeasured:
+    metric: str
+    location: Location
+    reason: str
+
+
+@dataclass
+class HealthMeasurements:
+    measurements: list[Measurement] = field(default_factory=list)
+    not_measured: list[Unmeasured] = field(default_factory=list)
+
+    @classmethod
+    def unavailable(cls, reason: str, host: str, rank: int = 0) -> "HealthMeasurements":
+        """Every gpu.* metric not measured on this node, e.g. with NotMeasured's text when NVML is absent."""
+        node = Location(host, rank, "node")
+        return cls(not_measured=[Unmeasured(metric, node, reason) for metric in ALL_METRICS])
+
+    def attempts(self, metric: str) -> list[tuple[Location, Callable[[], Measurement]]]:
+        """(location, measure) pairs for one metric, in the shape AcceptanceHandle.measure takes.
+
+        Each callable returns the measurement or raises NotMeasured with the reason it is missing.
+        """
+        pairs: list[tuple[Location, Callable[[], Measurement]]] = [
+            (m.location, lambda m=m: m) for m in self.measurements if m.metric == metric
+        ]
+        pairs += [(u.location, lambda u=u: _raise(u.reason)) for u in self.not_measured if u.metric == metric]
+        return sorted(pairs, key=lambda pair: pair[0].device)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "measurements": [m.to_json() for m in self.measurements],
+            "not_measured": [
+                {"metric": u.metric, "host": u.location.host, "rank": u.location.rank, "device": u.location.device,
+                 "reason": u.reason}
+                for u in self.not_measured
+            ],
+        }
+
+
+def _raise(reason: str) -> Measurement:
+    raise NotMeasured(reason)
+
+
+def gpu_measurements(
+    inventory: GpuInventory, host: str, rank: int = 0, load: LoadReport | None = None
+) -> HealthMeasurements:
+    result = HealthMeasurements()
+    node = Location(host, rank, "node")
+    unusable = {gpu.index: gpu.lost for gpu in inventory.gpus if gpu.lost}
+    result.measurements.append(_measurement(
+        "gpu.count", len(inventory.usable), node,
+        details={"enumerated": len(inventory.gpus), "unusable": unusable, "driver_version": inventory.driver_version},
+    ))
+    for gpu in inventory.gpus:
+        _gpu(result, gpu, Location(host, rank, f"gpu{gpu.index}"), load.gpus.get(gpu.index) if load else None,
+             load.not_measured if load else NOT_UNDER_LOAD)
+    return result
+
+
+def _measurement(
+    metric: str, value: float, location: Location, samples: list[float] | None = None, details: dict | None = None
+) -> Measurement:
+    return Measurement(metric, float(value), METRICS[metric].unit, {}, location, samples or [], details or {})
+
+
+def _gpu(result: HealthMeasurements, gpu: GpuRecord, location: Location, load: GpuLoad | None,
+         load_missing: str | None) -> None:
+    if gpu.lost:
+        result.not_measured += [Unmeasured(metric, location, gpu.lost) for metric in PER_GPU_METRICS]
+        return
+
+    def emit(metric: str, value: float | None, why_missing: str, samples: list[float] | None = None,
+             **details: Any) -> None:
+        if value is None:
+            result.not_measured.append(Unmeasured(metric, location, why_missing))
+        else:
+            details = {"uuid": gpu.uuid, "name": gpu.name, **details}
+            result.measurements.append(_measurement(metric, value, location, samples, details))
+
+    ecc, repair, pcie = gpu.ecc, gpu.memory_repair, gpu.pcie
+    ecc_off = "ECC is disabled" if ecc.mode_current is False else None
+    emit("gpu.ecc_uncorrected", ecc.volatile_uncorrected, ecc_off or _why(gpu, "ecc.volatile_uncorrected"),
+         aggregate=ecc.aggregate_uncorrected, ecc_mode=ecc.mode_current, ecc_mode_pending=ecc.mode_pending)
+    emit("gpu.ecc_corrected", ecc.volatile_corrected, ecc_off or _why(gpu, "ecc.volatile_corrected"),
+         aggregate=ecc.aggregate_corrected)
+    emit("gpu.retired_pages", repair.total, _why(gpu, "memory_repair."), kind=repair.kind,
+         corrected=repair.corrected, uncorrected=repair.uncorrected, pending=repair.pending, failure=repair.failure)
+    _pcie_gen(emit, gpu, load)
+    emit("gpu.pcie_width", pcie.width_current, _why(gpu, "pcie.width_current"), max=pcie.width_max)
+    nvlink = gpu.nvlink
+    emit("gpu.nvlink_up", nvlink.up if nvlink else None, _why(gpu, "nvlink"),
+         links=len(nvlink.links) if nvlink else None, down=nvlink.down if nvlink else None)
+    loaded = load is not None and bool(load.samples)
+    if loaded and load.temperature_samples_c:
+        # The hottest moment under load is what a temperature threshold is about.
+        emit("gpu.temperature_c", max(load.temperature_samples_c), "", load.temperature_samples_c, under_load=True)
+    else:
+        emit("gpu.temperature_c", gpu.temperature_c, _why(gpu, "temperature_c"), under_load=False)
+    limits = {"limit_w": gpu.power_limit_w, "default_limit_w": gpu.power_default_limit_w}
+    if loaded and load.power_samples_w:
+        emit("gpu.power_w", statistics.median(load.power_samples_w), "", load.power_samples_w, under_load=True,
+             **limits)
+    else:
+        emit("gpu.power_w", gpu.power_w, _why(gpu, "power_w"), under_load=False, **limits)
+    _throttle(emit, load, load_missing)
+
+
+def _pcie_gen(emit: Callable[..., None], gpu: GpuRecord, load: GpuLoad | None) -> None:
+    pcie = gpu.pcie
+    loaded_gen = load.pcie_gen_max if load is not None else None
+    if loaded_gen is not None:
+        gens = [float(s.pcie_gen) for s in load.samples if s.pcie_gen is not None]
+        emit("gpu.pcie_gen", loaded_gen, "", gens, max=pcie.gen_max, under_load=True)
+    elif pcie.gen_current is not None and pcie.gen_current == pcie.gen_max:
+        emit("gpu.pcie_gen", pcie.gen_current, "", max=pcie.gen_max, under_load=False)
+    elif pcie.gen_current is None:
+        emit("gpu.pcie_gen", None, _why(gpu, "pcie.gen_current"))
+    else:
+        emit("gpu.pcie_gen", None,
+             f"read at idle (Gen{pcie.gen_current} of max Gen{pcie.gen_max}): GPUs lower the link at idle, "
+             f"so the generation is only judged under load; {NOT_UNDER_LOAD}")
+
+
+def _throttle(emit: Callable[..., None], load: GpuLoad | None, load_missing: str | None) -> None:
+    masks = [s for s in load.samples if s.clock_event_mask is not None] if load is not None else []
+    if not masks:
+        if load is not None and load.lost:
+            reason = load.lost
+        elif load is not None and "clock_event_mask" in load.unavailable:
+            reason = f"clock-event reasons: {load.unavailable['clock_event_mask']}"
+        else:
+            reason = load_missing or NOT_UNDER_LOAD
+        emit("gpu.throttle_reasons", None, reason)
+        return
+    emit(
+        "gpu.throttle_reasons", len(load.throttling_seen), "",
+        [float(len(throttling(s.clock_events))) for s in masks],
+        throttling=load.throttling_seen, clock_events=load.clock_events_seen,
+        throttled_samples=load.throttled_samples, samples_taken=len(masks),
+        sm_clock_median_mhz=load.sm_clock_median_mhz,
+    )
+
+
+def _why(gpu: GpuRecord, prefix: str) -> str:
+    """The reasons NVML gave for the fields under `prefix`, e.g. "pcie.width_current: no permission"."""
+    reasons = sorted({f"{name}: {why}" for name, why in gpu.unavailable.items() if name.startswith(prefix)})
+    return "; ".join(reasons) or f"NVML gave no {prefix.rstrip('.')}"

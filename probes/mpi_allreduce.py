@@ -1,0 +1,227 @@
+"""MPI_Allreduce bus bandwidth through mpi4py, timed as OSU's osu_allreduce: a second opinion on the fabric.
+
+Independent of torch: it runs wherever an MPI job runs (`mpiexec -n N python -m pytest ...`, or this
+module's command line below), and compares with nccl-tests through the same busbw formula.
+
+Method (OSU micro-benchmarks c/mpi/collective/blocking/osu_allreduce.c, mpi4py demo/osu_bw.py):
+- uppercase buffer methods (`Allreduce` on NumPy arrays, near C speed), never the pickling lowercase ones;
+- per size: a Barrier, `skip` untimed iterations then `iterations` timed ones (1000/100 up to 8 KiB,
+  100/10 above; quick mode 100/10 and 20/2), each timing only the MPI_Allreduce with MPI.Wtime and
+  followed by an untimed Barrier;
+- latency = the mean across ranks of each rank's mean time (OSU's default "Avg Latency"); the
+  per-iteration samples are each the mean across ranks of that iteration;
+- busbw = bytes / latency x 2(n-1)/n in GB/s (1e9), nccl-tests' all_reduce factor.
+After timing, one Allreduce on small integers whose sum is exact counts wrong elements (#wrong).
+
+    mpiexec -n 2 python -m clusterbench.probes.mpi_allreduce --max-bytes 1048576 --quick
+
+prints, on rank 0, one JSON object: {"measurements": [...]} or {"not_measured": "<reason>"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import sys
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from clusterbench.model import Location, Measurement, NotMeasured
+
+GB = 1e9
+OSU_LARGE_MESSAGE = 8192  # bytes; OSU's LARGE_MESSAGE_SIZE, where iteration counts drop
+# (iterations, skip) for small and large messages, full and quick.
+OSU_ITERATIONS = {False: ((1000, 100), (100, 10)), True: ((100, 10), (20, 2))}
+# MPI has no standard half-precision type, so only these dtypes; the value is the largest integer the
+# dtype holds exactly, which bounds the correctness inputs.
+DTYPES: dict[str, tuple[type, int]] = {"fp32": (np.float32, 2**24), "fp64": (np.float64, 2**53)}
+
+
+def osu_sizes(min_bytes: int, max_bytes: int) -> list[int]:
+    """OSU's sweep: powers of two from min_bytes (rounded up to one) to max_bytes."""
+    if min_bytes <= 0 or max_bytes < min_bytes:
+        raise ValueError(f"OSU sweep needs 0 < min_bytes <= max_bytes, got {min_bytes}..{max_bytes}")
+    size = 1 << (min_bytes - 1).bit_length()
+    sizes = []
+    while size <= max_bytes:
+        sizes.append(size)
+        size *= 2
+    return sizes
+
+
+def osu_iterations(size_bytes: int, quick: bool) -> tuple[int, int]:
+    """(iterations, skip) for a message of `size_bytes`."""
+    small, large = OSU_ITERATIONS[quick]
+    return small if size_bytes <= OSU_LARGE_MESSAGE else large
+
+
+@dataclass(frozen=True)
+class MpiAllreduceRow:
+    size_bytes: int
+    count: int
+    iterations: int
+    skip: int
+    latency_us: float  # mean across ranks of each rank's mean
+    min_latency_us: float  # the fastest rank's mean (OSU -f)
+    max_latency_us: float  # the slowest rank's mean
+    busbw_gbps: float
+    wrong: int  # elements of the exact check that differ, summed over ranks
+    samples_us: tuple[float, ...]  # per iteration, the mean across ranks
+
+
+@dataclass(frozen=True)
+class MpiAllreduceResult:
+    ranks: int
+    dtype: str
+    location: Location
+    rows: tuple[MpiAllreduceRow, ...]
+
+    def measurements(self) -> list[Measurement]:
+        """One "mpi.allreduce_busbw_gbps" a size, and one "collective.wrong" for the sweep."""
+        factor = 2 * (self.ranks - 1) / self.ranks
+        out = [
+            Measurement(
+                metric="mpi.allreduce_busbw_gbps",
+                value=row.busbw_gbps,
+                unit="GB/s",
+                params={"size_bytes": row.size_bytes, "ranks": self.ranks, "dtype": self.dtype},
+                location=self.location,
+                samples=[row.size_bytes / (t * 1e-6) / GB * factor for t in row.samples_us if t > 0],
+                details={
+                    "latency_us": row.latency_us,
+                    "min_latency_us": row.min_latency_us,
+                    "max_latency_us": row.max_latency_us,
+                    "iterations": row.iterations,
+                    "skip": row.skip,
+                    "wrong": row.wrong,
+                    "timing": "OSU: mean across ranks of per-rank mean MPI_Allreduce time (MPI.Wtime)",
+                },
+            )
+            for row in self.rows
+        ]
+        out.append(Measurement(
+            metric="collective.wrong",
+            value=float(sum(row.wrong for row in self.rows)),
+            unit="count",
+            params={"op": "MPI_Allreduce", "ranks": self.ranks, "dtype": self.dtype, "backend": "mpi"},
+            location=self.location,
+            details={"wrong_by_size": {str(row.size_bytes): row.wrong for row in self.rows}},
+        ))
+        return out
+
+
+def _world(comm: Any = None) -> tuple[Any, Any]:
+    """(the MPI module, the communicator) or NotMeasured with why MPI cannot be used here."""
+    try:
+        from mpi4py import MPI
+    except (ImportError, RuntimeError) as exc:  # RuntimeError: mpi4py present but no MPI library
+        raise NotMeasured(f"mpi4py is not usable: {exc}") from exc
+    if not MPI.Is_initialized() or MPI.Is_finalized():
+        raise NotMeasured("MPI is not initialised in this process")
+    comm = comm if comm is not None else MPI.COMM_WORLD
+    if comm.Get_size() < 2:
+        raise NotMeasured(f"the MPI world has {comm.Get_size()} rank; launch with mpiexec -n N, N >= 2")
+    return MPI, comm
+
+
+def _exact_sum_inputs(rank: int, ranks: int, count: int, exact_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """(this rank's input, the exact sum over ranks): ramps (i + rank) mod k whose sum stays exact."""
+    period = max(2, min(8, exact_max // ranks + 1))
+    idx = np.arange(count, dtype=np.int64)
+    # sum_{r<n} (i + r) mod k with n = q*k + s and a = i mod k: q full cycles of 0..k-1, then the s
+    # residues a, a+1, ... that wrap past k - 1 to 0.
+    full_cycles, rest = divmod(ranks, period)
+    a = idx % period
+    total = full_cycles * period * (period - 1) // 2 + rest * (rest - 1) // 2 + rest * a
+    total -= period * np.maximum(a + rest - period, 0)
+    return (idx + rank) % period, total
+
+
+def measure_mpi_allreduce(
+    sizes: Sequence[int],
+    *,
+    dtype: str = "fp32",
+    quick: bool = False,
+    comm: Any = None,
+    location: Location | None = None,
+    seed: int = 1234,
+) -> MpiAllreduceResult:
+    """Time MPI_Allreduce (SUM) at each of `sizes` bytes on every rank of `comm` (default COMM_WORLD).
+
+    Every rank must call it with the same arguments; every rank gets the same rows.
+    """
+    MPI, comm = _world(comm)
+    if dtype not in DTYPES:
+        raise NotMeasured(f"MPI_Allreduce probe has no dtype '{dtype}' (MPI has: {', '.join(DTYPES)})")
+    np_dtype, exact_max = DTYPES[dtype]
+    rank, ranks = comm.Get_rank(), comm.Get_size()
+    location = location or Location(socket.gethostname(), rank, "cpu")
+    element_size = np.dtype(np_dtype).itemsize
+    random = np.random.default_rng(seed + rank)
+    rows = []
+    for size in sizes:
+        count = size // element_size
+        if count == 0:
+            continue
+        size_bytes = count * element_size
+        iterations, skip = osu_iterations(size_bytes, quick)
+        send = random.random(count).astype(np_dtype)  # random, not zeros; never checked
+        recv = np.empty_like(send)
+        times = np.empty(iterations)
+        comm.Barrier()
+        for i in range(skip + iterations):
+            start = MPI.Wtime()
+            comm.Allreduce(send, recv, op=MPI.SUM)
+            elapsed = MPI.Wtime() - start
+            if i >= skip:
+                times[i - skip] = elapsed
+            comm.Barrier()
+        per_iteration = np.empty_like(times)
+        comm.Allreduce(times, per_iteration, op=MPI.SUM)
+        per_iteration /= ranks
+        rank_mean = float(times.mean())
+
+        check_input, expected = _exact_sum_inputs(rank, ranks, count, exact_max)
+        comm.Allreduce(check_input.astype(np_dtype), recv, op=MPI.SUM)
+        wrong = comm.allreduce(int(np.count_nonzero(recv != expected.astype(np_dtype))), op=MPI.SUM)
+
+        latency = statistics.fmean(per_iteration.tolist())
+        rows.append(MpiAllreduceRow(
+            size_bytes=size_bytes,
+            count=count,
+            iterations=iterations,
+            skip=skip,
+            latency_us=latency * 1e6,
+            min_latency_us=comm.allreduce(rank_mean, op=MPI.MIN) * 1e6,
+            max_latency_us=comm.allreduce(rank_mean, op=MPI.MAX) * 1e6,
+            busbw_gbps=size_bytes / latency / GB * 2 * (ranks - 1) / ranks,
+            wrong=wrong,
+            samples_us=tuple(t * 1e6 for t in per_iteration.tolist()),
+        ))
+    return MpiAllreduceResult(ranks, dtype, location, tuple(rows))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="MPI_Allreduce busbw, OSU-style, as JSON on rank 0")
+    parser.add_argument("--min-bytes", type=int, default=8)
+    parser.add_argument("--max-bytes", type=int, default=1 << 20)
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    parser.add_argument("--quick", action="store_true", help="OSU's osu_bw iteration counts (100/10, 20/2)")
+    args = parser.parse_args(argv)
+    try:
+        result = measure_mpi_allreduce(osu_sizes(args.min_bytes, args.max_bytes), dtype=args.dtype,
+                                       quick=args.quick)
+    except NotMeasured as exc:
+        print(json.dumps({"not_measured": str(exc)}))
+        return 0
+    if result.location.rank == 0:
+        print(json.dumps({"measurements": [m.to_json() for m in result.measurements()]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
