@@ -13,7 +13,6 @@ from clusterbench.probes.devices import GEMM_DTYPES
 from clusterbench.probes.gemm import measure_gemm
 
 
-
 @pytest.mark.compute
 @pytest.mark.parametrize("dtype", GEMM_DTYPES)
 def test_gemm_throughput(acceptance, dtype):

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 import pytest
 
 from clusterbench.distributed import Decision, Exchange
-from clusterbench.judge import Scope, judge_measurement, judge_peers, not_measured
+from clusterbench.judge import (
+    Scope,
+    judge_exact,
+    judge_measurement,
+    judge_peers,
+    judged_measurements,
+    not_measured,
+)
 from clusterbench.metrics import METRICS
 from clusterbench.model import Check, Location, Measurement, NotMeasured, Verdict
 from clusterbench.profile import Profile
@@ -24,11 +31,12 @@ from clusterbench.results import NO_EXPECTATION, RunInfo, RunResults, TestOutcom
 from clusterbench.runinfo import describe_profile, host_versions
 
 if TYPE_CHECKING:
+    from clusterbench.collective_runs import CollectiveRuns
     from clusterbench.probes.devices import LocalDevice
 
 log = logging.getLogger("clusterbench")
 
-MeasureFn = Callable[[], Measurement]
+MeasureFn = Callable[[], "Measurement | list[Measurement]"]
 # Run on rank 0 when a test settles, with what each rank shared: {rank: data}. Returns more checks.
 SharedJudge = Callable[[dict[int, Any]], list[Check]]
 COVERAGE_ITEM_NAME = "clusterbench-required-expectations"
@@ -36,25 +44,26 @@ COVERAGE_ITEM_NAME = "clusterbench-required-expectations"
 
 @dataclass
 class Attempt:
-    """One location's result: a measurement, or the reason there is none."""
+    """One location's result: what it measured (a probe may return several figures, e.g. one per
+    message size), or the reason there is nothing."""
 
     location: Location
-    measurement: Measurement | None
+    measurements: list[Measurement]
     reason: str = ""
     crashed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
             "location": asdict(self.location),
-            "measurement": self.measurement.to_json() if self.measurement else None,
+            "measurements": [m.to_json() for m in self.measurements],
             "reason": self.reason,
             "crashed": self.crashed,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Attempt":
-        measurement = Measurement.from_json(data["measurement"]) if data["measurement"] else None
-        return cls(Location(**data["location"]), measurement, data["reason"], data["crashed"])
+        measurements = [Measurement.from_json(m) for m in data["measurements"]]
+        return cls(Location(**data["location"]), measurements, data["reason"], data["crashed"])
 
 
 @dataclass
@@ -64,6 +73,7 @@ class TestRecord:
     nodeid: str
     scope: Scope | None = None
     compare_peers: bool = False
+    must_be_zero: bool = False
     attempts: list[Attempt] = field(default_factory=list)
     shared: Any = None  # JSON data this rank sends rank 0 (e.g. its node inventory)
     shared_judge: SharedJudge | None = None
@@ -102,6 +112,8 @@ class AcceptanceRun:
     accounted: set[int] = field(default_factory=set)  # indexes of profile expectations a test covered
     records: dict[str, TestRecord] = field(default_factory=dict)
     written: list[Path] = field(default_factory=list)
+    _collectives: "CollectiveRuns | None" = None
+    tables: list[str] = field(default_factory=list)  # nccl-tests style tables for the summary
 
     @classmethod
     def start(
@@ -146,6 +158,28 @@ class AcceptanceRun:
         world = self.exchange.world
         return Location(host=world.host, rank=world.rank, device=device)
 
+    @property
+    def collectives(self) -> "CollectiveRuns":
+        """The collective sweeps: over the launcher's world, or over local ranks started here."""
+        from clusterbench.collective_runs import CollectiveRuns, sweep_plan  # imports torch
+
+        if self._collectives is None:
+            world = self.exchange.world
+            on_gpu = bool(self.devices) and self.devices[0].kind != "cpu"
+            if world.is_distributed:
+                backend, ranks = self.exchange.backend or "gloo", world.size
+            else:
+                backend = "nccl" if on_gpu else "gloo"
+                ranks = len(self.devices) if on_gpu else self.profile.settings.local_ranks
+            self._collectives = CollectiveRuns(
+                distributed=world.is_distributed,
+                backend=backend,
+                ranks=ranks,
+                plan=sweep_plan(on_gpu=on_gpu, quick=self.quick, timeout_s=self.profile.settings.collective_timeout_s),
+                location=Location(host=self.exchange.hosts.get(0, world.host), rank=0, device=f"{ranks} ranks"),
+            )
+        return self._collectives
+
     def test_record(self, nodeid: str) -> TestRecord:
         return self.records.setdefault(nodeid, TestRecord(nodeid))
 
@@ -171,7 +205,7 @@ class AcceptanceRun:
             checks = self._judge(record, attempts)
         if record.shared_judge is not None:
             checks += record.shared_judge({rank: p["shared"] for rank, p in sorted(payloads.items())})
-        measurements = [a.measurement for a in attempts if a.measurement is not None]
+        measurements = [m for a in attempts for m in a.measurements]
         for check in checks:
             check.test = record.nodeid
         record.all_measurements, record.checks = measurements, checks
@@ -192,7 +226,7 @@ class AcceptanceRun:
         if skipped and len(skipped) == len(payloads):
             return Decision("skipped", Verdict.NOT_MEASURED.value, skipped[0]["message"])
         if record.scope is not None and not measurements:
-            reasons = sorted({a.reason for a in attempts}) or ["nothing to measure"]
+            reasons = sorted({a.reason for a in attempts if a.reason}) or ["nothing to measure"]
             return Decision("skipped", Verdict.NOT_MEASURED.value, f"NOT MEASURED {record.scope.label()}: {'; '.join(reasons)}")
         judged = Verdict.worst([c.verdict for c in checks if c.verdict is not Verdict.NOT_MEASURED])
         if judged is None:
@@ -214,17 +248,21 @@ class AcceptanceRun:
                 continue
             self.accounted.add(index)
             for attempt in attempts:
-                measurement = attempt.measurement
-                if measurement is None:
+                if not attempt.measurements:
                     checks.append(not_measured(expectation, scope, attempt.reason, attempt.location))
-                elif expectation.matches(measurement.metric, measurement.params):
-                    checks.append(judge_measurement(expectation, measurement))
+                    continue
+                matching = judged_measurements(expectation, attempt.measurements)
+                if matching:
+                    checks.extend(judge_measurement(expectation, m) for m in matching)
                 else:
-                    detail = f"measured with {measurement.params}, which does not match {dict(expectation.params)}"
+                    measured = sorted({str(m.params) for m in attempt.measurements})
+                    detail = f"measured with {'; '.join(measured)}, none matching {dict(expectation.params)}"
                     checks.append(not_measured(expectation, scope, detail, attempt.location))
+        measurements = [m for a in attempts for m in a.measurements]
         if record.compare_peers:
-            measurements = [a.measurement for a in attempts if a.measurement is not None]
             checks += judge_peers(measurements, self.profile.settings.outlier_tolerance, METRICS[scope.metric].better)
+        if record.must_be_zero:
+            checks += [judge_exact(m) for m in measurements]
         return checks
 
     def _coverage_checks(self) -> list[Check]:
@@ -272,29 +310,57 @@ class AcceptanceTest:
     def devices(self) -> list["LocalDevice"]:
         return self.run.devices
 
+    @property
+    def is_reporter(self) -> bool:
+        return self.run.is_reporter
+
+    @property
+    def collectives(self) -> "CollectiveRuns":
+        return self.run.collectives
+
+    @property
+    def world(self):
+        return self.run.exchange.world
+
+    def show(self, text: str) -> None:
+        """Text for the terminal summary (rank 0's only), e.g. an nccl-tests style table."""
+        if self.run.is_reporter:
+            self.run.tables.append(text)
+
     def location(self, device: str) -> Location:
         return self.run.location(device)
 
     def measure(
-        self, scope: Scope, attempts: Iterable[tuple[Location, MeasureFn]], *, compare_peers: bool = False
+        self,
+        scope: Scope,
+        attempts: Iterable[tuple[Location, MeasureFn]],
+        *,
+        compare_peers: bool = False,
+        must_be_zero: bool = False,
     ) -> list[Measurement]:
         """Run each attempt on this rank and keep what it measured, or why it could not.
 
         Judging happens when the test ends, on rank 0, over every rank's figures: against the
-        profile, and (with `compare_peers`) against the median of the other devices.
+        profile, against the median of the other devices (`compare_peers`), and, for counts of
+        errors such as a collective's #wrong, against zero whatever the profile says (`must_be_zero`).
         """
         self.record.scope = scope
         self.record.compare_peers = compare_peers
+        self.record.must_be_zero = must_be_zero
         for location, measure_fn in attempts:
             try:
-                self.record.attempts.append(Attempt(location, measure_fn()))
+                result = measure_fn()
             except NotMeasured as exc:
-                self.record.attempts.append(Attempt(location, None, str(exc)))
+                self.record.attempts.append(Attempt(location, [], str(exc)))
+                continue
             except Exception as exc:  # a probe bug or a device fault: keep going, fail the test
                 log.exception("probe %s crashed on %s", scope.label(), location.device)
                 reason = f"probe {scope.label()} crashed: {type(exc).__name__}: {exc}".splitlines()[0]
-                self.record.attempts.append(Attempt(location, None, reason, crashed=True))
-        return [a.measurement for a in self.record.attempts if a.measurement is not None]
+                self.record.attempts.append(Attempt(location, [], reason, crashed=True))
+                continue
+            measurements = result if isinstance(result, list) else [result]
+            self.record.attempts.append(Attempt(location, [m for m in measurements if m.metric == scope.metric]))
+        return [m for a in self.record.attempts for m in a.measurements]
 
     def share(self, data: Any, judge: SharedJudge) -> None:
         """Send JSON `data` to rank 0 when the test settles, where `judge` sees every rank's data.

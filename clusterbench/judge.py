@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+from clusterbench.metrics import METRICS
 from clusterbench.model import Better, Check, Expectation, Location, Measurement, ParamValue, Provenance, Verdict
 
 
@@ -70,6 +71,38 @@ def judge_measurement(expectation: Expectation, measurement: Measurement) -> Che
         source=expectation.source,
         message=message,
         better=expectation.better,
+        location=measurement.location,
+    )
+
+
+def judged_measurements(expectation: Expectation, measurements: list[Measurement]) -> list[Measurement]:
+    """The measurements `expectation` is judged on.
+
+    A sweep yields one figure per message size; an expectation that names no size speaks of the
+    sweep's largest, where a fabric reaches its bus bandwidth (the metric's `judged_at_max` param).
+    """
+    matching = [m for m in measurements if expectation.matches(m.metric, m.params)]
+    sweep_param = METRICS[expectation.metric].judged_at_max
+    if not matching or sweep_param is None or sweep_param in expectation.params:
+        return matching
+    largest = max(m.params.get(sweep_param, 0) for m in matching)
+    return [m for m in matching if m.params.get(sweep_param, 0) == largest]
+
+
+def judge_exact(measurement: Measurement) -> Check:
+    """A count of errors (wrong elements, failed verifications) passes only at zero."""
+    wrong = measurement.value
+    return Check(
+        metric=measurement.metric,
+        params=dict(measurement.params),
+        verdict=Verdict.PASS if wrong == 0 else Verdict.FAIL,
+        observed=wrong,
+        target=0.0,
+        unit=measurement.unit,
+        provenance=Provenance.RULE.value,
+        source="results must be exact: a wrong element is silent data corruption (nccl-tests #wrong)",
+        message="no wrong elements" if wrong == 0 else f"{wrong:g} wrong elements: the collective corrupted data",
+        better=Better.LOWER,
         location=measurement.location,
     )
 

@@ -19,6 +19,8 @@ class MetricSpec:
     family: str  # the pytest marker of the tests that measure it
     description: str
     params: tuple[str, ...] = ()  # the params a measurement of it carries
+    # A sweep param: an expectation that leaves it open is judged at the sweep's largest value.
+    judged_at_max: str | None = None
 
 
 METRICS: dict[str, MetricSpec] = {
@@ -45,16 +47,20 @@ METRICS: dict[str, MetricSpec] = {
                 f"{name}.busbw_gbps", "GB/s", Better.HIGHER, "network",
                 f"{name} bus bandwidth as nccl-tests defines it (algbw x its busbw factor)",
                 ("size_bytes", "ranks", "dtype", "inplace", "backend"),
+                judged_at_max="size_bytes",
             )
             for name in ("allreduce", "allgather", "reducescatter", "alltoall", "broadcast", "sendrecv")
         ),
         MetricSpec(
             "collective.wrong", "count", Better.LOWER, "network",
             "elements that differ from the exact expected result of a collective (#wrong)",
+            ("op", "ranks", "dtype", "inplace", "backend"),
         ),
         MetricSpec(
             "mpi.allreduce_busbw_gbps", "GB/s", Better.HIGHER, "network",
             "MPI_Allreduce bus bandwidth through mpi4py buffer methods, OSU-style timing",
+            ("size_bytes", "ranks", "dtype"),
+            judged_at_max="size_bytes",
         ),
         MetricSpec("ib.active_ports", "count", Better.HIGHER, "network", "InfiniBand/RoCE ports ACTIVE"),
         MetricSpec("storage.randread_iops", "IOPS", Better.HIGHER, "storage", "4 KiB random read IOPS"),

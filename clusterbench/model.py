@@ -47,8 +47,10 @@ class Provenance(str, enum.Enum):
     ACHIEVABLE = "achievable"  # published achievable peak (e.g. mamf-finder, nccl-tests)
     BASELINE = "baseline"  # an earlier run of this cluster or its fleet
     CONTRACT = "contract"  # a figure agreed in a purchase or acceptance contract
-    # Not a profile provenance: used by checks that compare a device with its peers in this run.
+    # Not profile provenances: checks that compare a device with its peers in this run, and
+    # built-in rules that hold whatever the profile says (a collective must not corrupt data).
     PEERS = "peers"
+    RULE = "rule"
 
 
 PROFILE_PROVENANCES = (Provenance.SPEC, Provenance.ACHIEVABLE, Provenance.BASELINE, Provenance.CONTRACT)

@@ -198,6 +198,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     run = config.stash.get(RUN_KEY, None)
     if run is None or not run.is_reporter:
         return
+    for table in run.tables:
+        terminalreporter.write(table.rstrip() + "\n\n")
     terminalreporter.section("clusterbench summary")
     width = terminalreporter._tw.fullwidth
     terminalreporter.write(render_summary(run.results, width=width, color=terminalreporter.hasmarkup))

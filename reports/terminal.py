@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from clusterbench.judge import format_value
+from clusterbench.metrics import METRICS
 from clusterbench.model import Check, Measurement
 from clusterbench.results import NO_EXPECTATION, RunResults, TestOutcome
 
@@ -27,7 +28,7 @@ def _plain(*cells: str) -> list[Text]:
 
 
 def _params(params: dict) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(params.items()))
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
 
 
 def _where(location, show_rank: bool) -> str:
@@ -40,7 +41,8 @@ def _where(location, show_rank: bool) -> str:
 def _checks_table(checks: list[Check], show_rank: bool) -> Table:
     table = Table(title="Checks", title_justify="left", show_lines=False)
     for column in ("Verdict", "Metric", "Params", "Where", "Observed", "Target", "Margin", "Provenance"):
-        table.add_column(column, overflow="fold")
+        fixed = column in ("Verdict", "Observed", "Target", "Margin", "Provenance")
+        table.add_column(column, no_wrap=fixed, overflow="fold", ratio=None if fixed else 2 if column == "Params" else 1, min_width=None if fixed else 10)
     for check in checks:
         where = _where(check.location, show_rank)
         margin = "-" if check.margin is None else f"{check.margin:+.1%}"
@@ -59,12 +61,30 @@ def _checks_table(checks: list[Check], show_rank: bool) -> Table:
     return table
 
 
-def _unjudged_table(measurements: list[Measurement], show_rank: bool) -> Table:
-    table = Table(title="Measured, no expectation in the profile", title_justify="left")
-    for column in ("Metric", "Params", "Where", "Value"):
-        table.add_column(column, overflow="fold")
+def _headline(measurements: list[Measurement]) -> list[tuple[Measurement, int]]:
+    """One row per figure, a sweep (e.g. over message sizes) shown at its largest point.
+
+    Returns (measurement, how many points of its sweep it stands for)."""
+    groups: dict[tuple, list[Measurement]] = {}
     for m in measurements:
-        table.add_row(*_plain(m.metric, _params(m.params), _where(m.location, show_rank), format_value(m.value, m.unit)))
+        sweep_param = METRICS[m.metric].judged_at_max if m.metric in METRICS else None
+        key = (m.metric, m.location, tuple(sorted((k, str(v)) for k, v in m.params.items() if k != sweep_param)))
+        groups.setdefault(key, []).append(m)
+    rows = []
+    for group in groups.values():
+        sweep_param = METRICS[group[0].metric].judged_at_max if group[0].metric in METRICS else None
+        largest = max(group, key=lambda m: m.params.get(sweep_param, 0)) if sweep_param else group[0]
+        rows.extend([(largest, len(group))] if sweep_param else [(m, 1) for m in group])
+    return rows
+
+
+def _unjudged_table(measurements: list[Measurement], show_rank: bool) -> Table:
+    table = Table(title="Measured, no expectation in the profile (sweeps at their largest size)", title_justify="left")
+    for column in ("Metric", "Params", "Where", "Value"):
+        table.add_column(column, overflow="fold", no_wrap=column == "Value")
+    for m, points in _headline(measurements):
+        params = _params(m.params) + (f" (largest of {points})" if points > 1 else "")
+        table.add_row(*_plain(m.metric, params, _where(m.location, show_rank), format_value(m.value, m.unit)))
     return table
 
 
