@@ -77,3 +77,52 @@ def test_infiniband_ports(acceptance):
         location = acceptance.location("node")
         attempts.append((location, lambda: measure_ib_ports(location)))
     acceptance.measure(Scope("ib.active_ports"), attempts)
+
+
+@pytest.mark.network
+def test_allreduce_scaling(acceptance):
+    """all_reduce busbw at 2, 4, 8, ... ranks up to the world, then intra-node and inter-node apart."""
+    metric = "scaling.allreduce_busbw_gbps"
+    if not acceptance.is_reporter:
+        acceptance.collectives.scaling()  # take part in every group this rank belongs to
+        acceptance.measure(Scope(metric), [])
+        return
+    acceptance.measure(Scope(metric), [(acceptance.collectives.location, acceptance.collectives.scaling)])
+
+
+@pytest.mark.network
+def test_pairwise_nodes(acceptance):
+    """Every node paired with another; slow pairs re-paired with good nodes to name the culprit."""
+    tolerance = acceptance.profile.settings.outlier_tolerance
+    found: dict[str, list] = {"blames": []}
+
+    def measure():
+        measurements, found["blames"] = acceptance.collectives.pairwise(tolerance)
+        return measurements if acceptance.is_reporter else []
+
+    acceptance.share(None, lambda _: [pairwise_check(b, tolerance) for b in found["blames"]])
+    if acceptance.is_reporter:
+        acceptance.measure(Scope("pairwise.busbw_gbps"), [(acceptance.collectives.location, measure)])
+    else:
+        try:
+            measure()  # take part in every pair this rank leads or joins
+        except NotMeasured:
+            pass  # rank 0 reports why, identically
+        acceptance.measure(Scope("pairwise.busbw_gbps"), [])
+
+
+def pairwise_check(blame, tolerance):
+    from clusterbench.model import Check, Location, Provenance, Verdict
+
+    return Check(
+        metric="pairwise.busbw_gbps",
+        params={},
+        verdict=Verdict.FAIL if blame.slow else Verdict.PASS,
+        observed=None,
+        target=None,
+        unit="GB/s",
+        provenance=Provenance.PEERS.value,
+        source=f"median of all node pairs, outlier_tolerance {tolerance:.0%}; second pass re-pairs suspects",
+        message=blame.message,
+        location=Location(host=blame.subject, rank=-1, device="link" if blame.is_link else "node"),
+    )

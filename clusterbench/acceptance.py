@@ -177,6 +177,7 @@ class AcceptanceRun:
                 ranks=ranks,
                 plan=sweep_plan(on_gpu=on_gpu, quick=self.quick, timeout_s=self.profile.settings.collective_timeout_s),
                 location=Location(host=self.exchange.hosts.get(0, world.host), rank=0, device=f"{ranks} ranks"),
+                hosts=dict(self.exchange.hosts) if world.is_distributed else {r: world.host for r in range(ranks)},
             )
         return self._collectives
 

@@ -52,6 +52,17 @@ METRICS: dict[str, MetricSpec] = {
             for name in ("allreduce", "allgather", "reducescatter", "alltoall", "broadcast", "sendrecv")
         ),
         MetricSpec(
+            "scaling.allreduce_busbw_gbps", "GB/s", Better.HIGHER, "network",
+            "all_reduce bus bandwidth of a group of `ranks` ranks within one node or across nodes (`span`)",
+            ("ranks", "span", "size_bytes", "dtype", "backend", "inplace"),
+            judged_at_max="size_bytes",
+        ),
+        MetricSpec(
+            "pairwise.busbw_gbps", "GB/s", Better.HIGHER, "network",
+            "send/recv bus bandwidth between two nodes of a pair (pairwise node test; round 1 or 2)",
+            ("round", "size_bytes", "dtype", "backend"),
+        ),
+        MetricSpec(
             "collective.wrong", "count", Better.LOWER, "network",
             "elements that differ from the exact expected result of a collective (#wrong)",
             ("op", "ranks", "dtype", "inplace", "backend"),

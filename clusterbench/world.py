@@ -133,11 +133,18 @@ def _from_mpi(host: str) -> World:
     return world
 
 
+def node_name(env: Mapping[str, str]) -> str:
+    """This rank's node as the job knows it: CLUSTERBENCH_NODE_NAME when set (on Kubernetes, from
+    the downward API's spec.nodeName, since pod host names are per pod), else Slurm's node name,
+    else the host name."""
+    return env.get("CLUSTERBENCH_NODE_NAME") or env.get("SLURMD_NODENAME") or socket.gethostname()
+
+
 def detect_world(env: Mapping[str, str] | None = None) -> World:
     """The world this process belongs to, from the launcher's environment (torchrun first: it may
     itself run under srun or mpirun, and its variables then describe the ranks it started)."""
     env = os.environ if env is None else env
-    host = socket.gethostname()
+    host = node_name(env)
     if "TORCHELASTIC_RUN_ID" in env or {"RANK", "WORLD_SIZE", "MASTER_ADDR"} <= env.keys():
         return _from_torchrun(env, host)
     # SLURM_STEP_NUM_TASKS is set by srun only; under a bare salloc/sbatch shell it is absent and

@@ -1,0 +1,101 @@
+"""The pairwise node test: which node (or which link) is slow, without blaming its partner.
+
+First pass: nodes are paired off and each pair's send/recv bandwidth measured. A pair well below the
+median of all pairs is suspect, but either end (or the path between them) may be at fault. Second
+pass: each node of a suspect pair is re-paired with nodes from good pairs. A node that is slow
+again is to blame; a node that is fast with a good partner is cleared; when both ends are cleared
+the link between them is named. This is the cluster-health-scanner's second pass, in plain data.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+Pair = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class PairResult:
+    pair: Pair
+    busbw_gbps: float
+    round: int  # 1 for the first pass, 2 for the re-pairing
+
+
+@dataclass(frozen=True)
+class Blame:
+    """The verdict on one node or one link."""
+
+    subject: str  # a node's host name, or "a<->b" for a link
+    is_link: bool
+    slow: bool
+    message: str
+
+
+def first_pass_pairs(nodes: list[str]) -> list[Pair]:
+    """Pair nodes off in order; with an odd count the last one is paired with the first node."""
+    pairs = [(nodes[i], nodes[i + 1]) for i in range(0, len(nodes) - 1, 2)]
+    if len(nodes) % 2 and len(nodes) > 1:
+        pairs.append((nodes[-1], nodes[0]))
+    return pairs
+
+
+def slow_pairs(results: list[PairResult], tolerance: float) -> list[PairResult]:
+    """Pairs more than `tolerance` below the median of all first-pass pairs."""
+    if len(results) < 2:
+        return []  # one pair has no peers to be slow against
+    median = statistics.median(r.busbw_gbps for r in results)
+    return [r for r in results if r.busbw_gbps < median * (1 - tolerance)]
+
+
+def second_pass_pairs(first: list[PairResult], tolerance: float) -> list[Pair]:
+    """Each node of a slow pair, re-paired with a node from a good pair (round robin)."""
+    slow = slow_pairs(first, tolerance)
+    suspects = list(dict.fromkeys(node for r in slow for node in r.pair))
+    good = [node for r in first if r not in slow for node in r.pair if node not in suspects]
+    good = list(dict.fromkeys(good))
+    if not good:
+        return []
+    return [(suspect, good[i % len(good)]) for i, suspect in enumerate(suspects)]
+
+
+def blame(first: list[PairResult], second: list[PairResult], tolerance: float) -> list[Blame]:
+    """Name the slow nodes and links from both passes."""
+    if len(first) < 2:
+        return []
+    median = statistics.median(r.busbw_gbps for r in first)
+    floor = median * (1 - tolerance)
+    slow = slow_pairs(first, tolerance)
+    retest = {r.pair[0]: r for r in second}  # the suspect is always first in a second-pass pair
+    blames: list[Blame] = []
+    suspects = {node for r in slow for node in r.pair}
+    for result in slow:
+        a, b = result.pair
+        verdicts = {}
+        for node in (a, b):
+            again = retest.get(node)
+            verdicts[node] = None if again is None else again.busbw_gbps < floor
+        if all(v is None for v in verdicts.values()):
+            blames.append(Blame(f"{a}<->{b}", True, True,
+                                f"pair {a}<->{b} at {result.busbw_gbps:.3g} GB/s is below {floor:.3g} GB/s "
+                                f"({tolerance:.0%} under the median {median:.3g} of all pairs), and no good node "
+                                "was left to re-pair with: the slow end cannot be told apart"))
+            continue
+        if not any(verdicts.values()):
+            blames.append(Blame(f"{a}<->{b}", True, True,
+                                f"link {a}<->{b} at {result.busbw_gbps:.3g} GB/s is slow while both ends are fast "
+                                f"with other partners: suspect the path between them (cable, switch port)"))
+    for node in sorted(suspects):
+        again = retest.get(node)
+        if again is None:
+            continue
+        partner = again.pair[1]
+        is_slow = again.busbw_gbps < floor
+        message = (
+            f"node {node} is slow: {again.busbw_gbps:.3g} GB/s again with good partner {partner}, below "
+            f"{floor:.3g} GB/s ({tolerance:.0%} under the median {median:.3g} of all pairs)"
+            if is_slow
+            else f"node {node} cleared: {again.busbw_gbps:.3g} GB/s with good partner {partner}"
+        )
+        blames.append(Blame(node, False, is_slow, message))
+    return blames
