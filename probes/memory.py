@@ -72,33 +72,26 @@ def measure_copy(device: LocalDevice, *, quick: bool, location: Location) -> Mea
 
 def measure_h2d(device: LocalDevice, *, quick: bool, location: Location) -> Measurement:
     """Host-to-device bandwidth from pinned host memory."""
-    _require_accelerator(device, "host-to-device")
-    plan = host_device_plan(quick)
-    host = torch.rand(plan.nbytes // FLOAT_BYTES, pin_memory=True)
-    on_device = torch.empty(host.shape, device=device.torch_device)
-    return _measure(
-        lambda: on_device.copy_(host, non_blocking=True),
-        device=device,
-        plan=plan,
-        bytes_counted=plan.nbytes,
-        metric="memory.h2d_gbps",
-        location=location,
-        details={"pinned": True, "counting": "buffer_bytes once"},
-    )
+    return _measure_host_device(device, quick=quick, location=location, to_device=True)
 
 
 def measure_d2h(device: LocalDevice, *, quick: bool, location: Location) -> Measurement:
     """Device-to-host bandwidth into pinned host memory."""
-    _require_accelerator(device, "device-to-host")
+    return _measure_host_device(device, quick=quick, location=location, to_device=False)
+
+
+def _measure_host_device(device: LocalDevice, *, quick: bool, location: Location, to_device: bool) -> Measurement:
+    _require_accelerator(device, "host-to-device" if to_device else "device-to-host")
     plan = host_device_plan(quick)
-    on_device = torch.rand(plan.nbytes // FLOAT_BYTES, device=device.torch_device)
-    host = torch.empty(on_device.shape, pin_memory=True)
+    host = torch.rand(plan.nbytes // FLOAT_BYTES, pin_memory=True)
+    on_device = torch.rand(host.shape, device=device.torch_device)
+    source, target = (host, on_device) if to_device else (on_device, host)
     return _measure(
-        lambda: host.copy_(on_device, non_blocking=True),
+        lambda: target.copy_(source, non_blocking=True),
         device=device,
         plan=plan,
         bytes_counted=plan.nbytes,
-        metric="memory.d2h_gbps",
+        metric="memory.h2d_gbps" if to_device else "memory.d2h_gbps",
         location=location,
         details={"pinned": True, "counting": "buffer_bytes once"},
     )
