@@ -11,7 +11,7 @@ from clusterbench.judge import Scope
 from clusterbench.model import NotMeasured
 from clusterbench.probes.collective_table import render_table
 from clusterbench.probes.collectives import COLLECTIVES
-from clusterbench.probes.infiniband import measure_ib_ports
+from clusterbench.probes.infiniband import measure_ib_min_rate, measure_ib_ports
 from clusterbench.probes.mpi_allreduce import measure_mpi_allreduce
 
 OPS = tuple(COLLECTIVES)
@@ -69,14 +69,18 @@ def test_mpi_allreduce(acceptance):
         acceptance.measure(Scope("mpi.allreduce_busbw_gbps"), [(location, measure)])
 
 
+IB_PROBES = {"ib.active_ports": measure_ib_ports, "ib.min_active_rate_gbps": measure_ib_min_rate}
+
+
 @pytest.mark.network
-def test_infiniband_ports(acceptance):
-    """Port state and rate of every InfiniBand/RoCE port, once per node."""
+@pytest.mark.parametrize("metric", list(IB_PROBES))
+def test_infiniband_ports(acceptance, metric):
+    """Active InfiniBand/RoCE ports and the slowest one's rate, from sysfs, once per node."""
     attempts = []
     if acceptance.world.local_rank == 0:
         location = acceptance.location("node")
-        attempts.append((location, lambda: measure_ib_ports(location)))
-    acceptance.measure(Scope("ib.active_ports"), attempts)
+        attempts.append((location, lambda: IB_PROBES[metric](location)))
+    acceptance.measure(Scope(metric), attempts, compare_peers=True)
 
 
 @pytest.mark.network

@@ -114,6 +114,7 @@ class AcceptanceRun:
     written: list[Path] = field(default_factory=list)
     _collectives: "CollectiveRuns | None" = None
     tables: list[str] = field(default_factory=list)  # nccl-tests style tables for the summary
+    write_error: str | None = None  # the last failure to write results.json, if it is still failing
 
     @classmethod
     def start(
@@ -287,7 +288,15 @@ class AcceptanceRun:
             self._write()
 
     def _write(self) -> None:
-        path = write_results_json(self.results, self.report_dir)
+        """Write results.json; a failure (full disk, lost mount) is kept as one line, not raised,
+        so the run goes on measuring and the session ends with that line and a non-zero exit."""
+        try:
+            path = write_results_json(self.results, self.report_dir)
+        except OSError as exc:
+            self.write_error = f"cannot write {self.report_dir / 'results.json'}: {exc.strerror or exc}"
+            log.error("clusterbench: %s", self.write_error)
+            return
+        self.write_error = None
         if path not in self.written:
             self.written.append(path)
 

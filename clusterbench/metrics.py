@@ -74,6 +74,10 @@ METRICS: dict[str, MetricSpec] = {
             judged_at_max="size_bytes",
         ),
         MetricSpec("ib.active_ports", "count", Better.HIGHER, "network", "InfiniBand/RoCE ports ACTIVE"),
+        MetricSpec(
+            "ib.min_active_rate_gbps", "Gb/s", Better.HIGHER, "network",
+            "rate of the slowest ACTIVE InfiniBand/RoCE port, in gigabits per second as the port reports it",
+        ),
         MetricSpec("storage.randread_iops", "IOPS", Better.HIGHER, "storage", "4 KiB random read IOPS"),
         MetricSpec("storage.randwrite_iops", "IOPS", Better.HIGHER, "storage", "4 KiB random write IOPS"),
         MetricSpec("storage.seqread_gbps", "GB/s", Better.HIGHER, "storage", "1 MiB sequential read bandwidth"),

@@ -6,7 +6,6 @@ them to pytest's collection, test outcomes and terminal.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -24,7 +23,6 @@ from clusterbench.reports.junit import junit_properties
 from clusterbench.reports.terminal import render_summary
 from clusterbench.world import World, detect_world
 
-log = logging.getLogger("clusterbench")
 
 RUN_KEY = pytest.StashKey[AcceptanceRun]()
 WORLD_KEY = pytest.StashKey[World]()
@@ -41,7 +39,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[WORLD_KEY] = world
     if world.rank != 0:
-        _send_output_to_rank_log(config, Path(config.getoption("report_dir")), world)
+        report_dir = Path(config.getoption("report_dir"))
+        try:
+            _send_output_to_rank_log(config, report_dir, world)
+        except OSError as exc:
+            raise pytest.UsageError(f"--report-dir {report_dir}: cannot write the rank log: {exc.strerror}") from None
     if world.is_distributed:
         signal.signal(signal.SIGTERM, _interrupt)
 
@@ -181,10 +183,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if exitstatus == pytest.ExitCode.INTERRUPTED:
         run.results.run.interrupted = "the session was interrupted before every test ran"
-    try:
-        run.finish()
-    except OSError as exc:
-        log.error("clusterbench: could not write the report: %s", exc)
+    run.finish()
+    if run.write_error:
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
 
@@ -205,3 +205,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.write(render_summary(run.results, width=width, color=terminalreporter.hasmarkup))
     for path in run.written:
         terminalreporter.write_line(f"clusterbench: wrote {path}")
+    if run.write_error:
+        terminalreporter.write_line(f"clusterbench: ERROR: {run.write_error}", red=True)

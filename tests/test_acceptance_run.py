@@ -189,3 +189,29 @@ def test_malformed_profile_names_file_and_line(tmp_path):
     run = run_suite(tmp_path, f"--cluster={profile}")
     assert run.returncode == 4 and "Traceback" not in run.stdout + run.stderr
     assert f"{profile}: invalid TOML" in run.stderr and "line 5" in run.stderr
+
+
+def test_unwritable_report_dir_is_one_line_and_a_non_zero_exit(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--quick", "--cluster=local",
+               f"--report-dir={blocker}", "-m", "compute", "-k", "fp32"]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert f"clusterbench: ERROR: cannot write {blocker}/results.json" in proc.stdout
+    assert "gemm.tflops" in proc.stdout  # what was measured is still shown
+
+
+def test_collectives_under_plain_pytest_start_their_own_local_ranks(tmp_path):
+    run = run_suite(tmp_path, "--cluster=local", "-m", "network", "-k", "all_reduce")
+    assert run.returncode == 0, run.stdout + run.stderr
+    busbw = [m for m in run.results["measurements"] if m["metric"] == "allreduce.busbw_gbps"]
+    assert busbw and all(m["params"]["ranks"] == 2 and m["params"]["backend"] == "gloo" for m in busbw)
+    assert sorted(m["params"]["size_bytes"] for m in busbw) == [1 << 20, 1 << 22, 1 << 24]
+    assert all(m["value"] > 0 and len(m["samples"]) >= 3 for m in busbw)
+    (exact,) = run.checks()
+    assert exact["metric"] == "collective.wrong" and exact["verdict"] == "PASS" and exact["observed"] == 0
+    # The nccl-tests style table, column for column.
+    assert "#       size         count      type   redop    root     time   algbw   busbw  #wrong" in run.stdout
+    assert "# Avg bus bandwidth" in run.stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clusterbench.model import Location, NotMeasured
-from clusterbench.probes.infiniband import IbPort, measure_ib_ports, parse_rate_gbps, read_ib_ports
+from clusterbench.probes.infiniband import IbPort, measure_ib_min_rate, measure_ib_ports, parse_rate_gbps, read_ib_ports
 
 NODE = Location("node01", 0, "node")
 
@@ -52,3 +52,16 @@ def test_a_host_without_infiniband_is_not_measured(tmp_path):
     (tmp_path / "class" / "infiniband").mkdir(parents=True)  # driver loaded, no device
     with pytest.raises(NotMeasured):
         read_ib_ports(tmp_path)
+
+
+def test_min_active_rate_names_the_slowest_active_port(sysfs):
+    add_port(sysfs, "mlx5_2", 1, "4: ACTIVE", "5: LinkUp", "200 Gb/sec (4X HDR)")
+    measurement = measure_ib_min_rate(NODE, sysfs)
+    assert (measurement.metric, measurement.value, measurement.unit) == ("ib.min_active_rate_gbps", 200.0, "Gb/s")
+    assert measurement.details["slowest_port"] == "mlx5_2/1"  # the DOWN 10 Gb/s port does not count
+
+
+def test_min_active_rate_without_active_ports_is_not_measured(tmp_path):
+    add_port(tmp_path, "mlx5_0", 1, "1: DOWN", "3: Disabled", "400 Gb/sec (4X NDR)")
+    with pytest.raises(NotMeasured, match="no ACTIVE"):
+        measure_ib_min_rate(NODE, tmp_path)
