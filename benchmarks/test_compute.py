@@ -1,7 +1,9 @@
 """Acceptance: dense matmul throughput of every local device, per dtype.
 
 Judged against the profile's `gemm.tflops` expectations and against the device's peers on the node,
-so one slow GPU among eight is named even where the profile states no figure.
+so one slow GPU among eight is named even where the profile states no figure. NVML samples clocks,
+power, temperature and clock-event (throttle) reasons while the GEMM loads the GPUs; the health
+tests judge those samples.
 """
 
 from functools import partial
@@ -11,6 +13,7 @@ import pytest
 from clusterbench.judge import Scope
 from clusterbench.probes.devices import GEMM_DTYPES
 from clusterbench.probes.gemm import measure_gemm
+from clusterbench.probes.health import ThrottleSampler
 
 
 @pytest.mark.compute
@@ -20,4 +23,7 @@ def test_gemm_throughput(acceptance, dtype):
     for device in acceptance.devices:
         location = acceptance.location(device.torch_device)
         attempts.append((location, partial(measure_gemm, device, dtype, quick=acceptance.quick, location=location)))
-    acceptance.measure(Scope("gemm.tflops", {"dtype": dtype}), attempts, compare_peers=True)
+    with ThrottleSampler() as sampler:
+        measured = acceptance.measure(Scope("gemm.tflops", {"dtype": dtype}), attempts, compare_peers=True)
+    if measured and not sampler.report.not_measured:
+        acceptance.run.gpu_load_reports[dtype] = sampler.report

@@ -115,6 +115,9 @@ class AcceptanceRun:
     _collectives: "CollectiveRuns | None" = None
     tables: list[str] = field(default_factory=list)  # nccl-tests style tables for the summary
     write_error: str | None = None  # the last failure to write results.json, if it is still failing
+    # NVML samples taken while the GEMM tests loaded the GPUs, by dtype (probes.health.LoadReport).
+    gpu_load_reports: dict[str, Any] = field(default_factory=dict)
+    node_health: Any = None  # clusterbench.health_checks.NodeHealth, read on first use
 
     @classmethod
     def start(

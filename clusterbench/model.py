@@ -51,6 +51,7 @@ class Provenance(str, enum.Enum):
     # built-in rules that hold whatever the profile says (a collective must not corrupt data).
     PEERS = "peers"
     RULE = "rule"
+    GOLDEN = "golden"  # the profile's [golden] node configuration
 
 
 PROFILE_PROVENANCES = (Provenance.SPEC, Provenance.ACHIEVABLE, Provenance.BASELINE, Provenance.CONTRACT)

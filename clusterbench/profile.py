@@ -17,6 +17,7 @@ from typing import Any, Callable
 from clusterbench.errors import ProfileError, nearest
 from clusterbench.metrics import METRICS
 from clusterbench.model import PROFILE_PROVENANCES, Better, Expectation, ParamValue, Provenance
+from clusterbench.probes.health.golden import validate_golden
 
 # The dtypes a `dtype` param may name, in every metric that takes one.
 KNOWN_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "fp64", "int8")
@@ -60,6 +61,7 @@ class Profile:
     settings: Settings
     expectations: tuple[Expectation, ...]
     files: tuple[ProfileFile, ...] = ()  # the profile first, then what it extends, in order
+    golden: dict[str, Any] = field(default_factory=dict)  # pinned node configuration ([golden])
     notes: tuple[str, ...] = field(default_factory=tuple)  # e.g. how the local profile was derived
 
     def expectations_for(self, metric: str, params: dict[str, ParamValue] | None = None) -> list[Expectation]:
@@ -98,7 +100,7 @@ _EXPECT_KEYS: dict[str, type | tuple[type, ...]] = {
     "required": bool,
 }
 _EXPECT_REQUIRED = ("metric", "target", "unit", "provenance", "source")
-_TOP_LEVEL_KEYS = ("cluster", "settings", "expect")
+_TOP_LEVEL_KEYS = ("cluster", "settings", "golden", "expect")
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table"}
 
 
@@ -239,6 +241,7 @@ class _Layer:
 
     cluster: dict[str, Any]
     settings: dict[str, Any]
+    golden: dict[str, Any]
     expectations: list[Expectation]
     file: ProfileFile
 
@@ -264,7 +267,14 @@ def _parse_layer(path: Path) -> _Layer:
     if not isinstance(expect, list):
         raise reader.fail("expect", "must be an array of tables, written [[expect]]")
     expectations = [_parse_expectation(reader, i, entry) for i, entry in enumerate(expect)]
-    return _Layer(cluster, settings, expectations, file)
+    golden = data.get("golden", {})
+    if not isinstance(golden, dict):
+        raise reader.fail("[golden]", "must be a table of pinned values")
+    try:
+        validate_golden(golden)
+    except ValueError as exc:
+        raise reader.fail("[golden]", str(exc)) from None
+    return _Layer(cluster, settings, golden, expectations, file)
 
 
 def _merge_expectations(base: list[Expectation], override: list[Expectation]) -> list[Expectation]:
@@ -300,17 +310,42 @@ def load_profile_file(path: Path, resolve_extends: ProfileResolver) -> Profile:
 
     cluster: dict[str, Any] = {}
     settings: dict[str, Any] = {}
+    golden: dict[str, Any] = {}
     expectations: list[Expectation] = []
     for layer in reversed(layers):  # the most basic profile first, each child overriding it
         cluster.update(layer.cluster)
         settings.update(layer.settings)
+        golden.update(layer.golden)
         expectations = _merge_expectations(expectations, layer.expectations)
     cluster.pop("extends", None)
     if "name" not in cluster:
         raise ProfileError(f"{path}: [cluster]: missing required key 'name'")
+    info = ClusterInfo(**cluster)
     return Profile(
-        cluster=ClusterInfo(**cluster),
-        settings=Settings(**{k: v for k, v in settings.items()}),
-        expectations=tuple(expectations),
+        cluster=info,
+        settings=Settings(**settings),
+        expectations=tuple(expectations) + _gpu_count_expectation(info, expectations, path),
         files=tuple(layer.file for layer in layers),
+        golden=golden,
+    )
+
+
+def _gpu_count_expectation(info: ClusterInfo, stated: list[Expectation], path: Path) -> tuple[Expectation, ...]:
+    """A profile that says its nodes have accelerators expects that many GPUs on every node, unless
+    it states its own gpu.count expectation: a missing GPU then fails, and so does a node without
+    NVML, while a CPU profile (accelerators_per_node = 0) expects nothing."""
+    if info.accelerators_per_node <= 0 or any(e.metric == "gpu.count" for e in stated):
+        return ()
+    return (
+        Expectation(
+            metric="gpu.count",
+            target=float(info.accelerators_per_node),
+            unit=METRICS["gpu.count"].unit,
+            better=Better.HIGHER,
+            tolerance=0.0,
+            warn=0.0,
+            provenance=Provenance.SPEC,
+            source=f"[cluster] accelerators_per_node = {info.accelerators_per_node} ({info.accelerator})",
+            origin=f"{path} [cluster]",
+        ),
     )

@@ -38,7 +38,10 @@ def test_good_profile_loads_with_every_field(write_profile):
     assert profile.cluster.name == "prod"
     assert (profile.cluster.nodes, profile.cluster.accelerators_per_node) == (16, 8)
     assert profile.settings.outlier_tolerance == 0.03
-    (e,) = profile.expectations
+    e, gpu_count = profile.expectations
+    # accelerators_per_node = 8 means every node must show 8 GPUs, stated or not.
+    assert (gpu_count.metric, gpu_count.target, gpu_count.tolerance) == ("gpu.count", 8.0, 0.0)
+    assert "accelerators_per_node = 8" in gpu_count.source
     assert (e.metric, dict(e.params), e.target, e.unit) == ("gemm.tflops", {"dtype": "bf16"}, 750.0, "TFLOP/s")
     assert e.better is Better.HIGHER and e.provenance is Provenance.CONTRACT
     assert e.fail_threshold == pytest.approx(712.5) and e.warn_threshold == pytest.approx(727.5)
@@ -81,7 +84,8 @@ source = "datasheet"
     assert profile.cluster.accelerators_per_node == 8  # inherited
     assert profile.settings.outlier_tolerance == 0.03  # inherited
     targets = {e.metric: e.target for e in profile.expectations}
-    assert targets == {"gemm.tflops": 700.0, "memory.copy_gbps": 4000.0}  # bf16 replaced, not duplicated
+    # bf16 replaced, not duplicated; the node's GPU count is expected from accelerators_per_node.
+    assert targets == {"gemm.tflops": 700.0, "memory.copy_gbps": 4000.0, "gpu.count": 8.0}
     assert [f.path.rsplit("/", 1)[-1] for f in profile.files] == ["child.toml", "base.toml"]
 
 
@@ -121,6 +125,8 @@ BAD_CASES = {
     "missing name": (GOOD.replace('name = "prod"\n', ""), "missing required key 'name'", ""),
     "nan target": (GOOD.replace("target = 750", "target = nan"), "finite", ""),
     "unknown settings key": (GOOD.replace("outlier_tolerance", "outlier_tol"), "unknown key 'outlier_tol'", "outlier_tolerance"),
+    "unknown golden key": (GOOD + '\n[golden]\ndriver = "550"\n', "[golden]: unknown golden configuration key(s) driver", "driver_version"),
+    "bad golden value": (GOOD + '\n[golden]\npcie_width = "x16"\n', "[golden]", "pcie_width"),
     "extends unknown": (GOOD.replace('name = "prod"', 'name = "prod"\nextends = "h200-nod"'), "extends 'h200-nod'", "no such profile"),
 }
 

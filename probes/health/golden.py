@@ -41,7 +41,7 @@ def check_golden(inventory: Mapping[str, Any], expected: Mapping[str, Any]) -> l
     judged against that maximum by the health findings); nvlink_count is links up per GPU;
     memory_gb is GiB within MEMORY_TOLERANCE. Raises ValueError on an unknown key or a bad value.
     """
-    wanted = _validate(expected)
+    wanted = validate_golden(expected)
     if not wanted:
         return []
     host = inventory["hostname"]
@@ -79,7 +79,8 @@ def check_golden(inventory: Mapping[str, Any], expected: Mapping[str, Any]) -> l
     return findings
 
 
-def _validate(expected: Mapping[str, Any]) -> dict[str, Any]:
+def validate_golden(expected: Mapping[str, Any]) -> dict[str, Any]:
+    """The pinned values, normalised; ValueError naming the key on an unknown key or a bad value."""
     unknown = sorted(set(expected) - set(GOLDEN_KEYS))
     if unknown:
         raise ValueError(

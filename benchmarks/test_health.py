@@ -1,0 +1,40 @@
+"""Acceptance: node health and inventory through NVML and the host, and a golden configuration.
+
+Each node reports once (its first local rank): NVML sees every GPU of the node. On a machine
+without an NVIDIA driver the GPU figures are NOT MEASURED with the reason and the host inventory
+still runs; a profile that expects GPUs (accelerators_per_node > 0) then fails on gpu.count.
+"""
+
+import pytest
+
+from clusterbench.health_checks import finding_check, judge_inventories, node_health
+from clusterbench.judge import Scope
+from clusterbench.model import Provenance
+from clusterbench.probes.health.measurements import ALL_METRICS
+
+
+def reports_for_node(acceptance) -> bool:
+    return acceptance.world.local_rank == 0
+
+
+@pytest.mark.health
+def test_node_inventory_and_golden_configuration(acceptance):
+    """Every node's inventory goes into results.json; nodes unlike [golden] or unlike the majority fail."""
+    shared = None
+    if reports_for_node(acceptance):
+        shared = {**node_health(acceptance.run).inventory.to_json(), "hostname": acceptance.world.host}
+    acceptance.share(shared, lambda by_rank: judge_inventories(acceptance.run, by_rank))
+
+
+@pytest.mark.health
+@pytest.mark.parametrize("metric", ALL_METRICS)
+def test_gpu_health(acceptance, metric):
+    attempts, findings = [], []
+    if reports_for_node(acceptance):
+        health = node_health(acceptance.run)
+        attempts = health.figures.attempts(metric)
+        findings = [f for f in health.findings if f["metric"] == metric]
+    acceptance.share(
+        findings, lambda by_rank: [finding_check(f, Provenance.RULE) for node in by_rank.values() for f in node or []]
+    )
+    acceptance.measure(Scope(metric), attempts)
