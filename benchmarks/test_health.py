@@ -5,12 +5,22 @@ without an NVIDIA driver the GPU figures are NOT MEASURED with the reason and th
 still runs; a profile that expects GPUs (accelerators_per_node > 0) then fails on gpu.count.
 """
 
+from dataclasses import asdict
+
 import pytest
 
 from clusterbench.health_checks import finding_check, judge_inventories, node_health
 from clusterbench.judge import Scope
-from clusterbench.model import Provenance
+from clusterbench.model import NotMeasured, Provenance
 from clusterbench.probes.health.measurements import ALL_METRICS
+from clusterbench.probes.infiniband import read_ib_ports
+
+
+def infiniband_inventory() -> dict:
+    try:
+        return {"ports": [asdict(port) for port in read_ib_ports()]}
+    except NotMeasured as exc:
+        return {"not_measured": str(exc)}
 
 
 def reports_for_node(acceptance) -> bool:
@@ -22,7 +32,11 @@ def test_node_inventory_and_golden_configuration(acceptance):
     """Every node's inventory goes into results.json; nodes unlike [golden] or unlike the majority fail."""
     shared = None
     if reports_for_node(acceptance):
-        shared = {**node_health(acceptance.run).inventory.to_json(), "hostname": acceptance.world.host}
+        shared = {
+            **node_health(acceptance.run).inventory.to_json(),
+            "hostname": acceptance.world.host,
+            "infiniband": infiniband_inventory(),
+        }
     acceptance.share(shared, lambda by_rank: judge_inventories(acceptance.run, by_rank))
 
 

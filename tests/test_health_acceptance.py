@@ -21,6 +21,7 @@ def test_cpu_profile_reports_gpus_not_measured_and_keeps_the_host_inventory(tmp_
     host = inventory["host"]
     assert host["cpu_model"] and host["cores_logical"] >= 1 and host["memory_total_bytes"] > 0
     assert host["torch"] and host["python"] and host["kernel"]
+    assert "no InfiniBand/RoCE devices" in inventory["infiniband"]["not_measured"]
 
 
 def test_gpu_profile_fails_on_a_node_without_gpus(tmp_path):
