@@ -8,7 +8,7 @@ the test's outcome for every rank (`AcceptanceRun.settle`). A world of one follo
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -24,7 +24,7 @@ from clusterbench.judge import (
     not_measured,
 )
 from clusterbench.metrics import METRICS
-from clusterbench.model import Check, Location, Measurement, NotMeasured, Verdict
+from clusterbench.model import Check, Location, Measurement, NotMeasured, ProbeFailed, Verdict
 from clusterbench.profile import Profile
 from clusterbench.reports.results_json import write_results_json
 from clusterbench.results import NO_EXPECTATION, RunInfo, RunResults, TestOutcome, utc_now
@@ -32,6 +32,7 @@ from clusterbench.runinfo import describe_profile, host_versions
 
 if TYPE_CHECKING:
     from clusterbench.collective_runs import CollectiveRuns
+    from clusterbench.storage_runs import StorageRuns
     from clusterbench.probes.devices import LocalDevice
 
 log = logging.getLogger("clusterbench")
@@ -118,10 +119,20 @@ class AcceptanceRun:
     # NVML samples taken while the GEMM tests loaded the GPUs, by dtype (probes.health.LoadReport).
     gpu_load_reports: dict[str, Any] = field(default_factory=dict)
     node_health: Any = None  # clusterbench.health_checks.NodeHealth, read on first use
+    storage_targets: tuple[str, ...] = ()  # --storage-target, replacing the profile's targets
+    _storage: "StorageRuns | None" = None
 
     @classmethod
     def start(
-        cls, *, profile: Profile, exchange: Exchange, report_dir: Path, quick: bool, narrowed: bool, command_line: list[str]
+        cls,
+        *,
+        profile: Profile,
+        exchange: Exchange,
+        report_dir: Path,
+        quick: bool,
+        narrowed: bool,
+        command_line: list[str],
+        storage_targets: tuple[str, ...] = (),
     ) -> "AcceptanceRun":
         from clusterbench.probes.devices import local_devices  # imports torch: only when a run starts
 
@@ -151,6 +162,7 @@ class AcceptanceRun:
             narrowed=narrowed,
             results=RunResults(run=info),
             devices=devices,
+            storage_targets=storage_targets,
         )
 
     @property
@@ -184,6 +196,18 @@ class AcceptanceRun:
                 hosts=dict(self.exchange.hosts) if world.is_distributed else {r: world.host for r in range(ranks)},
             )
         return self._collectives
+
+    @property
+    def storage(self) -> "StorageRuns":
+        """The storage probes over the targets of --storage-target, else of the profile's [storage]."""
+        from clusterbench.storage_runs import StorageRuns
+
+        if self._storage is None:
+            settings = self.profile.storage
+            if self.storage_targets:
+                settings = replace(settings, targets=self.storage_targets)
+            self._storage = StorageRuns(settings, self.quick, self.location)
+        return self._storage
 
     def test_record(self, nodeid: str) -> TestRecord:
         return self.records.setdefault(nodeid, TestRecord(nodeid))
@@ -365,6 +389,9 @@ class AcceptanceTest:
                 result = measure_fn()
             except NotMeasured as exc:
                 self.record.attempts.append(Attempt(location, [], str(exc)))
+                continue
+            except ProbeFailed as exc:
+                self.record.attempts.append(Attempt(location, [], f"{scope.label()}: {exc}", crashed=True))
                 continue
             except Exception as exc:  # a probe bug or a device fault: keep going, fail the test
                 log.exception("probe %s crashed on %s", scope.label(), location.device)

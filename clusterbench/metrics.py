@@ -23,6 +23,9 @@ class MetricSpec:
     judged_at_max: str | None = None
 
 
+# What a storage figure is measured on and how; a profile narrows its expectations by them.
+STORAGE_PARAMS = ("target", "engine", "direct", "block_size", "iodepth", "numjobs", "bytes", "files", "threads")
+
 METRICS: dict[str, MetricSpec] = {
     spec.name: spec
     for spec in (
@@ -78,14 +81,14 @@ METRICS: dict[str, MetricSpec] = {
             "ib.min_active_rate_gbps", "Gb/s", Better.HIGHER, "network",
             "rate of the slowest ACTIVE InfiniBand/RoCE port, in gigabits per second as the port reports it",
         ),
-        MetricSpec("storage.randread_iops", "IOPS", Better.HIGHER, "storage", "4 KiB random read IOPS"),
-        MetricSpec("storage.randwrite_iops", "IOPS", Better.HIGHER, "storage", "4 KiB random write IOPS"),
-        MetricSpec("storage.seqread_gbps", "GB/s", Better.HIGHER, "storage", "1 MiB sequential read bandwidth"),
-        MetricSpec("storage.seqwrite_gbps", "GB/s", Better.HIGHER, "storage", "1 MiB sequential write bandwidth"),
-        MetricSpec("storage.randread_p99_us", "us", Better.LOWER, "storage", "4 KiB random read p99 latency"),
-        MetricSpec("storage.metadata_ops", "ops/s", Better.HIGHER, "storage", "small-file create+stat+delete rate"),
-        MetricSpec("checkpoint.save_gbps", "GB/s", Better.HIGHER, "storage", "checkpoint save throughput incl. fsync"),
-        MetricSpec("checkpoint.load_gbps", "GB/s", Better.HIGHER, "storage", "checkpoint load throughput"),
+        MetricSpec("storage.randread_iops", "IOPS", Better.HIGHER, "storage", "4 KiB random read IOPS", STORAGE_PARAMS),
+        MetricSpec("storage.randwrite_iops", "IOPS", Better.HIGHER, "storage", "4 KiB random write IOPS", STORAGE_PARAMS),
+        MetricSpec("storage.seqread_gbps", "GB/s", Better.HIGHER, "storage", "1 MiB sequential read bandwidth", STORAGE_PARAMS),
+        MetricSpec("storage.seqwrite_gbps", "GB/s", Better.HIGHER, "storage", "1 MiB sequential write bandwidth", STORAGE_PARAMS),
+        MetricSpec("storage.randread_p99_us", "us", Better.LOWER, "storage", "4 KiB random read p99 latency", STORAGE_PARAMS),
+        MetricSpec("storage.metadata_ops", "ops/s", Better.HIGHER, "storage", "small-file create+stat+delete rate", STORAGE_PARAMS),
+        MetricSpec("checkpoint.save_gbps", "GB/s", Better.HIGHER, "storage", "checkpoint save throughput incl. fsync", STORAGE_PARAMS),
+        MetricSpec("checkpoint.load_gbps", "GB/s", Better.HIGHER, "storage", "checkpoint load throughput", STORAGE_PARAMS),
         MetricSpec("train.step_time_ms", "ms", Better.LOWER, "training", "training step time (slowest rank)"),
         MetricSpec("train.tokens_per_s", "tokens/s", Better.HIGHER, "training", "global training throughput"),
         MetricSpec("train.mfu", "fraction", Better.HIGHER, "training", "model FLOPs utilisation (PaLM count)"),

@@ -191,3 +191,8 @@ class NotMeasured(Exception):
     Examples: fp8 on a device without fp8 matmul, pinned memory on a machine without a GPU,
     fio absent. The message must say why, in one line, so the report can show it as is.
     """
+
+
+class ProbeFailed(Exception):
+    """Raised by a probe that ran and found a failure rather than a figure: a storage target that is
+    missing or full, data that read back wrong. It fails the test with its one-line message."""

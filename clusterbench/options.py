@@ -34,3 +34,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"where results.json and the reports are written (default: {DEFAULT_REPORT_DIR}/)",
     )
     group.addoption("--quick", action="store_true", default=False, help="shorten every sweep")
+    group.addoption(
+        "--storage-target",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="a directory the storage probes test (repeatable); replaces the profile's [storage] targets",
+    )

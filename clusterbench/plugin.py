@@ -114,6 +114,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         quick=config.getoption("quick"),
         narrowed=_suite_was_narrowed(config),
         command_line=list(config.invocation_params.args),
+        storage_targets=tuple(config.getoption("storage_target") or ()),
     )
     config.stash[RUN_KEY] = run
     items.append(CoverageItem.from_parent(session, name=COVERAGE_ITEM_NAME))

@@ -47,6 +47,19 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class StorageSettings:
+    """Where the storage probes work ([storage]): each target is a directory that the probe makes its
+    own fresh subdirectory in and removes afterwards. The default is the current directory."""
+
+    targets: tuple[str, ...] = (".",)
+    working_size_bytes: int | None = None  # cap on the bytes held on disk at once; None: the probe's plan
+    engine: str = "auto"  # "auto" (fio where installed), "fio" or "python"
+
+
+STORAGE_ENGINES = ("auto", "fio", "python")
+
+
+@dataclass(frozen=True)
 class ProfileFile:
     """One file of the extends chain, kept verbatim so a report can prove what was used."""
 
@@ -62,6 +75,7 @@ class Profile:
     expectations: tuple[Expectation, ...]
     files: tuple[ProfileFile, ...] = ()  # the profile first, then what it extends, in order
     golden: dict[str, Any] = field(default_factory=dict)  # pinned node configuration ([golden])
+    storage: StorageSettings = field(default_factory=StorageSettings)
     notes: tuple[str, ...] = field(default_factory=tuple)  # e.g. how the local profile was derived
 
     def expectations_for(self, metric: str, params: dict[str, ParamValue] | None = None) -> list[Expectation]:
@@ -100,8 +114,11 @@ _EXPECT_KEYS: dict[str, type | tuple[type, ...]] = {
     "required": bool,
 }
 _EXPECT_REQUIRED = ("metric", "target", "unit", "provenance", "source")
-_TOP_LEVEL_KEYS = ("cluster", "settings", "golden", "expect")
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table"}
+_STORAGE_KEYS: dict[str, type | tuple[type, ...]] = {"targets": list, "working_size_bytes": int, "engine": str}
+_TOP_LEVEL_KEYS = ("cluster", "settings", "golden", "storage", "expect")
+_TYPE_NAMES = {
+    str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table", list: "an array",
+}
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
@@ -242,6 +259,7 @@ class _Layer:
     cluster: dict[str, Any]
     settings: dict[str, Any]
     golden: dict[str, Any]
+    storage: dict[str, Any]
     expectations: list[Expectation]
     file: ProfileFile
 
@@ -274,7 +292,14 @@ def _parse_layer(path: Path) -> _Layer:
         validate_golden(golden)
     except ValueError as exc:
         raise reader.fail("[golden]", str(exc)) from None
-    return _Layer(cluster, settings, golden, expectations, file)
+    storage = reader.table("[storage]", data.get("storage", {}), _STORAGE_KEYS)
+    if "targets" in storage and (not storage["targets"] or not all(isinstance(t, str) and t for t in storage["targets"])):
+        raise reader.fail("[storage]", "'targets' must be a non-empty array of directory paths")
+    if "working_size_bytes" in storage:
+        _positive(reader, "[storage]", "working_size_bytes", storage["working_size_bytes"])
+    if storage.get("engine", "auto") not in STORAGE_ENGINES:
+        raise reader.fail("[storage]", f"'engine' must be one of {', '.join(STORAGE_ENGINES)}, got '{storage['engine']}'")
+    return _Layer(cluster, settings, golden, storage, expectations, file)
 
 
 def _merge_expectations(base: list[Expectation], override: list[Expectation]) -> list[Expectation]:
@@ -311,11 +336,13 @@ def load_profile_file(path: Path, resolve_extends: ProfileResolver) -> Profile:
     cluster: dict[str, Any] = {}
     settings: dict[str, Any] = {}
     golden: dict[str, Any] = {}
+    storage: dict[str, Any] = {}
     expectations: list[Expectation] = []
     for layer in reversed(layers):  # the most basic profile first, each child overriding it
         cluster.update(layer.cluster)
         settings.update(layer.settings)
         golden.update(layer.golden)
+        storage.update(layer.storage)
         expectations = _merge_expectations(expectations, layer.expectations)
     cluster.pop("extends", None)
     if "name" not in cluster:
@@ -327,6 +354,7 @@ def load_profile_file(path: Path, resolve_extends: ProfileResolver) -> Profile:
         expectations=tuple(expectations) + _gpu_count_expectation(info, expectations, path),
         files=tuple(layer.file for layer in layers),
         golden=golden,
+        storage=StorageSettings(**{**storage, **({"targets": tuple(storage["targets"])} if "targets" in storage else {})}),
     )
 
 
