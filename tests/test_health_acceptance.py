@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from test_acceptance_run import REPO_ROOT, run_suite
-from test_multirank import results, start_ranks
+from test_multirank import results, start_ranks, wait_for_ranks
 
 
 def test_cpu_profile_reports_gpus_not_measured_and_keeps_the_host_inventory(tmp_path):
@@ -46,13 +46,7 @@ def test_three_nodes_agree_on_their_inventory(tmp_path):
     profile.write_text('[cluster]\nname = "three"\n[settings]\ncollective_timeout_s = 60\n')
     arguments = [f"--cluster={profile}", f"--report-dir={tmp_path / 'report'}", "-m", "health", "-k", "inventory"]
     procs = start_ranks(tmp_path, arguments, ranks=3, cwd=REPO_ROOT, node_names=["a", "b", "c"])
-    try:
-        out0, _ = procs[0].communicate(timeout=180)
-        for proc in procs[1:]:
-            proc.wait(timeout=60)
-    finally:
-        for proc in procs:
-            proc.kill()
+    out0 = wait_for_ranks(procs, timeout=180)
     assert procs[0].returncode == 0, out0
     data = results(tmp_path / "report")
     assert sorted(data["run"]["inventory"]) == ["a", "b", "c"]

@@ -138,6 +138,18 @@ def start_ranks(tmp_path: Path, pytest_arguments: list[str], *, ranks: int = 2, 
     return procs
 
 
+def wait_for_ranks(procs: list[subprocess.Popen], timeout: float) -> str:
+    """Rank 0's output once every rank has ended; whatever is still running afterwards is killed."""
+    try:
+        out0, _ = procs[0].communicate(timeout=timeout)
+        for proc in procs[1:]:
+            proc.wait(timeout=60)
+    finally:
+        for proc in procs:
+            proc.kill()
+    return out0
+
+
 def test_dead_rank_fails_fast_names_it_and_leaves_nothing_running(tmp_path):
     suite = tmp_path / "test_faults.py"
     suite.write_text(FAULTY_SUITE)
@@ -182,13 +194,7 @@ def test_pairwise_and_scaling_across_four_nodes(tmp_path):
     arguments = ["--quick", f"--cluster={path}", f"--report-dir={tmp_path / 'report'}", "-m", "network",
                  "-k", "pairwise or scaling"]
     procs = start_ranks(tmp_path, arguments, ranks=4, cwd=REPO_ROOT, node_names=["n0", "n1", "n2", "n3"])
-    try:
-        out0, _ = procs[0].communicate(timeout=240)
-        for proc in procs[1:]:
-            proc.wait(timeout=60)
-    finally:
-        for proc in procs:
-            proc.kill()
+    out0 = wait_for_ranks(procs, timeout=240)
     assert procs[0].returncode == 0, out0
     data = results(tmp_path / "report")
     assert data["run"]["hosts"] == ["n0", "n1", "n2", "n3"]
