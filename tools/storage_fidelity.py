@@ -57,7 +57,7 @@ def run_by_hand(command: list[str], workload: Workload, workspace: Workspace) ->
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", type=Path, nargs="?", default=Path.cwd(), help="where to measure (default: here)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the four measurements")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of the four measurements")
     parser.add_argument("--runtime", type=float, default=None, help="seconds per measurement (default: the quick workload's)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return parser.parse_args(argv)

@@ -24,7 +24,6 @@ from clusterbench.probes.storage.workspace import human_bytes
 INTERVAL_S = 0.5  # fio's default averaging window for its IOPS samples
 # Called with a write workload's data files after writing and before verifying (tests corrupt data).
 AfterWrite = Callable[[Sequence[Path]], None]
-PERCENTILES = ("p50", "p99", "p99.9")
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class IOFigures:
     total_ios: int
     seconds: float  # measured time (ramp and layout excluded)
     interval_iops: list[float]  # IOPS in each complete INTERVAL_S window
-    latency_ns: dict[str, float]  # "mean" and PERCENTILES, completion latency
+    latency_ns: dict[str, float]  # completion latency: "mean", "p50", "p99", "p99.9"
     verified_bytes: int | None  # writes: bytes read back and found intact; None for reads
     command: str | None = None  # the exact fio command line, to rerun by hand
 

@@ -17,6 +17,7 @@ fio's working directory for the logs, each name claimed before fio starts.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -166,7 +167,8 @@ class FioEngine:
         try:
             stdout, stderr = process.communicate(timeout=timeout_s)
         except BaseException as exc:
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # fio may have ended just then
+                os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
             if isinstance(exc, subprocess.TimeoutExpired):
                 raise StorageRunError(
