@@ -2,8 +2,9 @@
 
 fio runs the I/O workloads where it is installed, a Python engine otherwise (the figures say which);
 the probe works in a fresh directory of its own inside each target and removes it, also on failure.
-Every rank measures at once, so a shared filesystem is measured under many clients and the peers
-check names the slowest node.
+Every rank measures at once, so a shared filesystem is measured under many clients: the aggregate
+(sum of throughputs, worst latency, N x the slowest checkpoint) is reported beside each rank's
+figure, and the peers check names the slowest node.
 """
 
 import pytest
@@ -17,4 +18,4 @@ STORAGE_METRICS = [name for name, spec in METRICS.items() if spec.family == "sto
 @pytest.mark.storage
 @pytest.mark.parametrize("metric", STORAGE_METRICS)
 def test_storage(acceptance, metric):
-    acceptance.measure(Scope(metric), acceptance.run.storage.attempts(metric), compare_peers=True)
+    acceptance.measure(Scope(metric), acceptance.run.storage.attempts(metric), compare_peers=True, aggregate=True)

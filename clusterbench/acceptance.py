@@ -17,6 +17,7 @@ import pytest
 from clusterbench.distributed import Decision, Exchange
 from clusterbench.judge import (
     Scope,
+    aggregate_ranks,
     judge_exact,
     judge_measurement,
     judge_peers,
@@ -52,6 +53,7 @@ class Attempt:
     measurements: list[Measurement]
     reason: str = ""
     crashed: bool = False
+    aggregate: bool = False  # the job's figure combined from the ranks (made on rank 0)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +77,7 @@ class TestRecord:
     scope: Scope | None = None
     compare_peers: bool = False
     must_be_zero: bool = False
+    aggregate: bool = False
     attempts: list[Attempt] = field(default_factory=list)
     shared: Any = None  # JSON data this rank sends rank 0 (e.g. its node inventory)
     shared_judge: SharedJudge | None = None
@@ -228,6 +231,10 @@ class AcceptanceRun:
 
     def _decide(self, record: TestRecord, payloads: dict[int, dict[str, Any]], missing: list[int]) -> Decision:
         attempts = [Attempt.from_json(a) for rank in sorted(payloads) for a in payloads[rank]["attempts"]]
+        if record.aggregate:
+            combined = aggregate_ranks([m for a in attempts for m in a.measurements])
+            if combined:
+                attempts.append(Attempt(combined[0].location, combined, aggregate=True))
         if record.nodeid.endswith(COVERAGE_ITEM_NAME):
             checks = self._coverage_checks()
         else:
@@ -276,7 +283,11 @@ class AcceptanceRun:
             if expectation not in self.profile.expectations_for(scope.metric, scope.params):
                 continue
             self.accounted.add(index)
+            # An expectation naming `ranks` speaks of the job's aggregate; any other, of each rank.
+            wants_aggregate = record.aggregate and "ranks" in expectation.params
             for attempt in attempts:
+                if attempt.aggregate != wants_aggregate:
+                    continue
                 if not attempt.measurements:
                     checks.append(not_measured(expectation, scope, attempt.reason, attempt.location))
                     continue
@@ -287,7 +298,7 @@ class AcceptanceRun:
                     measured = sorted({str(m.params) for m in attempt.measurements})
                     detail = f"measured with {'; '.join(measured)}, none matching {dict(expectation.params)}"
                     checks.append(not_measured(expectation, scope, detail, attempt.location))
-        measurements = [m for a in attempts for m in a.measurements]
+        measurements = [m for a in attempts if not a.aggregate for m in a.measurements]
         if record.compare_peers:
             checks += judge_peers(measurements, self.profile.settings.outlier_tolerance, METRICS[scope.metric].better)
         if record.must_be_zero:
@@ -374,16 +385,20 @@ class AcceptanceTest:
         *,
         compare_peers: bool = False,
         must_be_zero: bool = False,
+        aggregate: bool = False,
     ) -> list[Measurement]:
         """Run each attempt on this rank and keep what it measured, or why it could not.
 
         Judging happens when the test ends, on rank 0, over every rank's figures: against the
         profile, against the median of the other devices (`compare_peers`), and, for counts of
         errors such as a collective's #wrong, against zero whatever the profile says (`must_be_zero`).
+        With `aggregate`, figures that several ranks measured at once are also combined into the
+        job's figure (the metric's aggregate rule), judged by expectations that name `ranks`.
         """
         self.record.scope = scope
         self.record.compare_peers = compare_peers
         self.record.must_be_zero = must_be_zero
+        self.record.aggregate = aggregate
         for location, measure_fn in attempts:
             try:
                 result = measure_fn()

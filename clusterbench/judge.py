@@ -89,6 +89,35 @@ def judged_measurements(expectation: Expectation, measurements: list[Measurement
     return [m for m in matching if m.params.get(sweep_param, 0) == largest]
 
 
+def aggregate_ranks(measurements: list[Measurement]) -> list[Measurement]:
+    """The job's figure from ranks that measured at the same time, per metric and params: one
+    Measurement per group measured by at least two ranks, its samples the ranks' figures."""
+    groups: dict[tuple, list[Measurement]] = {}
+    for m in measurements:
+        groups.setdefault((m.metric, tuple(sorted((k, str(v)) for k, v in m.params.items()))), []).append(m)
+    combined = []
+    for group in groups.values():
+        rule = METRICS[group[0].metric].aggregate
+        ranks = len({m.location.rank for m in group})
+        if rule is None or ranks < 2:
+            continue
+        values = [m.value for m in group]
+        value = {"sum": sum(values), "max": max(values), "n_min": ranks * min(values)}[rule]
+        first = group[0]
+        combined.append(
+            Measurement(
+                metric=first.metric,
+                value=value,
+                unit=first.unit,
+                params={**first.params, "ranks": ranks},
+                location=Location(host="*", rank=-1, device=f"aggregate of {ranks} ranks"),
+                samples=values,
+                details={"rule": rule, "by_rank": {f"{m.location.host}/{m.location.rank}": m.value for m in group}},
+            )
+        )
+    return combined
+
+
 def judge_exact(measurement: Measurement) -> Check:
     """A count of errors (wrong elements, failed verifications) passes only at zero."""
     wrong = measurement.value

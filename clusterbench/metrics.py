@@ -21,10 +21,15 @@ class MetricSpec:
     params: tuple[str, ...] = ()  # the params a measurement of it carries
     # A sweep param: an expectation that leaves it open is judged at the sweep's largest value.
     judged_at_max: str | None = None
+    # How figures of several ranks measured at once combine into the job's figure: "sum" (a
+    # throughput), "max" (a latency: the worst rank), or "n_min" (N x the slowest rank: total bytes
+    # over the longest time, as MLPerf Storage counts checkpoint throughput).
+    aggregate: str | None = None
 
 
 # What a storage figure is measured on and how; a profile narrows its expectations by them.
-STORAGE_PARAMS = ("target", "engine", "direct", "block_size", "iodepth", "numjobs", "bytes", "files", "threads")
+# `ranks` appears on the aggregate of several ranks only; an expectation naming it judges that.
+STORAGE_PARAMS = ("target", "engine", "direct", "block_size", "iodepth", "numjobs", "bytes", "files", "threads", "ranks")
 
 METRICS: dict[str, MetricSpec] = {
     spec.name: spec
@@ -81,14 +86,14 @@ METRICS: dict[str, MetricSpec] = {
             "ib.min_active_rate_gbps", "Gb/s", Better.HIGHER, "network",
             "rate of the slowest ACTIVE InfiniBand/RoCE port, in gigabits per second as the port reports it",
         ),
-        MetricSpec("storage.randread_iops", "IOPS", Better.HIGHER, "storage", "4 KiB random read IOPS", STORAGE_PARAMS),
-        MetricSpec("storage.randwrite_iops", "IOPS", Better.HIGHER, "storage", "4 KiB random write IOPS", STORAGE_PARAMS),
-        MetricSpec("storage.seqread_gbps", "GB/s", Better.HIGHER, "storage", "1 MiB sequential read bandwidth", STORAGE_PARAMS),
-        MetricSpec("storage.seqwrite_gbps", "GB/s", Better.HIGHER, "storage", "1 MiB sequential write bandwidth", STORAGE_PARAMS),
-        MetricSpec("storage.randread_p99_us", "us", Better.LOWER, "storage", "4 KiB random read p99 latency", STORAGE_PARAMS),
-        MetricSpec("storage.metadata_ops", "ops/s", Better.HIGHER, "storage", "small-file create+stat+delete rate", STORAGE_PARAMS),
-        MetricSpec("checkpoint.save_gbps", "GB/s", Better.HIGHER, "storage", "checkpoint save throughput incl. fsync", STORAGE_PARAMS),
-        MetricSpec("checkpoint.load_gbps", "GB/s", Better.HIGHER, "storage", "checkpoint load throughput", STORAGE_PARAMS),
+        MetricSpec("storage.randread_iops", "IOPS", Better.HIGHER, "storage", "4 KiB random read IOPS", STORAGE_PARAMS, aggregate="sum"),
+        MetricSpec("storage.randwrite_iops", "IOPS", Better.HIGHER, "storage", "4 KiB random write IOPS", STORAGE_PARAMS, aggregate="sum"),
+        MetricSpec("storage.seqread_gbps", "GB/s", Better.HIGHER, "storage", "1 MiB sequential read bandwidth", STORAGE_PARAMS, aggregate="sum"),
+        MetricSpec("storage.seqwrite_gbps", "GB/s", Better.HIGHER, "storage", "1 MiB sequential write bandwidth", STORAGE_PARAMS, aggregate="sum"),
+        MetricSpec("storage.randread_p99_us", "us", Better.LOWER, "storage", "4 KiB random read p99 latency", STORAGE_PARAMS, aggregate="max"),
+        MetricSpec("storage.metadata_ops", "ops/s", Better.HIGHER, "storage", "small-file create+stat+delete rate", STORAGE_PARAMS, aggregate="sum"),
+        MetricSpec("checkpoint.save_gbps", "GB/s", Better.HIGHER, "storage", "checkpoint save throughput incl. fsync", STORAGE_PARAMS, aggregate="n_min"),
+        MetricSpec("checkpoint.load_gbps", "GB/s", Better.HIGHER, "storage", "checkpoint load throughput", STORAGE_PARAMS, aggregate="n_min"),
         MetricSpec("train.step_time_ms", "ms", Better.LOWER, "training", "training step time (slowest rank)"),
         MetricSpec("train.tokens_per_s", "tokens/s", Better.HIGHER, "training", "global training throughput"),
         MetricSpec("train.mfu", "fraction", Better.HIGHER, "training", "model FLOPs utilisation (PaLM count)"),

@@ -101,3 +101,26 @@ def test_peer_check_lower_is_better_names_the_slow_one():
     checks = judge_peers(ms, tolerance=0.05, better=Better.LOWER)
     assert [c.location.device for c in checks if c.verdict is Verdict.FAIL] == ["cuda:3"]
     assert "ahead of" in checks[2].message
+
+
+def storage(metric, value, rank, unit="GB/s"):
+    return Measurement(metric, value, unit, {"target": "/shared"}, Location(f"node{rank}", rank, "storage /shared"))
+
+
+def test_aggregate_sums_throughput_takes_worst_latency_and_n_times_slowest_checkpoint():
+    from clusterbench.judge import aggregate_ranks
+
+    figures = [
+        storage("storage.seqread_gbps", 2.0, 0), storage("storage.seqread_gbps", 3.0, 1),
+        storage("storage.randread_p99_us", 500.0, 0, "us"), storage("storage.randread_p99_us", 900.0, 1, "us"),
+        storage("checkpoint.save_gbps", 1.0, 0), storage("checkpoint.save_gbps", 4.0, 1),
+        storage("storage.seqwrite_gbps", 1.0, 0),  # one rank only: nothing to combine
+    ]
+    combined = {m.metric: m for m in aggregate_ranks(figures)}
+    assert set(combined) == {"storage.seqread_gbps", "storage.randread_p99_us", "checkpoint.save_gbps"}
+    assert combined["storage.seqread_gbps"].value == 5.0
+    assert combined["storage.randread_p99_us"].value == 900.0
+    assert combined["checkpoint.save_gbps"].value == 2.0  # total bytes over the longest time
+    read = combined["storage.seqread_gbps"]
+    assert read.params == {"target": "/shared", "ranks": 2} and read.samples == [2.0, 3.0]
+    assert read.location.device == "aggregate of 2 ranks" and read.details["by_rank"] == {"node0/0": 2.0, "node1/1": 3.0}

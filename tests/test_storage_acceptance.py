@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from test_acceptance_run import run_suite
+from test_acceptance_run import REPO_ROOT, run_suite
 
 STORAGE_METRICS = {
     "storage.randread_iops", "storage.randwrite_iops", "storage.seqread_gbps", "storage.seqwrite_gbps",
@@ -35,3 +35,50 @@ def test_a_missing_target_fails_each_figure_with_one_line(tmp_path):
     (test,) = [t for t in run.results["tests"] if "randread_iops" in t["nodeid"]]
     assert test["outcome"] == "failed" and f"storage target {missing} does not exist" in test["message"]
     assert "\n" not in test["message"]
+
+
+def test_ranks_measure_a_shared_target_at_once_and_the_aggregate_is_judged(tmp_path):
+    import subprocess
+    import sys
+
+    from test_multirank import free_port, results
+
+    target = tmp_path / "shared"
+    target.mkdir()
+    profile = tmp_path / "shared.toml"
+    profile.write_text(f"""
+[cluster]
+name = "shared-fs"
+
+[storage]
+targets = ["{target}"]
+
+[[expect]]
+metric = "storage.seqread_gbps"
+target = 1e-6
+unit = "GB/s"
+provenance = "baseline"
+source = "test fixture: every rank passes"
+
+[[expect]]
+metric = "storage.seqread_gbps"
+params = {{ ranks = 2 }}
+target = 1e-6
+unit = "GB/s"
+provenance = "contract"
+source = "test fixture: the job's aggregate"
+""")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={free_port()}",
+               "-m", "pytest", "-p", "no:cacheprovider", "--quick", f"--cluster={profile}",
+               f"--report-dir={tmp_path / 'report'}", "-m", "storage", "-k", "seqread"]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = results(tmp_path / "report")
+    reads = [m for m in data["measurements"] if m["metric"] == "storage.seqread_gbps"]
+    per_rank = sorted(m["rank"] for m in reads if "ranks" not in m["params"])
+    (aggregate,) = [m for m in reads if m["params"].get("ranks") == 2]
+    assert per_rank == [0, 1] and aggregate["value"] == sum(m["value"] for m in reads if m["rank"] in (0, 1))
+    by_provenance = sorted((c["provenance"], c["rank"]) for c in data["checks"] if c["metric"] == "storage.seqread_gbps")
+    assert by_provenance == [("baseline", 0), ("baseline", 1), ("contract", -1)]
+    assert all(c["verdict"] == "PASS" for c in data["checks"])
+    assert sorted(p.name for p in target.iterdir()) == []  # both ranks removed their workspaces
