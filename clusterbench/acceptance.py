@@ -209,7 +209,7 @@ class AcceptanceRun:
             settings = self.profile.storage
             if self.storage_targets:
                 settings = replace(settings, targets=self.storage_targets)
-            self._storage = StorageRuns(settings, self.quick, self.location)
+            self._storage = StorageRuns(settings, self.quick, self.location, self.exchange.world.local_rank == 0)
         return self._storage
 
     def test_record(self, nodeid: str) -> TestRecord:

@@ -54,9 +54,13 @@ class StorageSettings:
     targets: tuple[str, ...] = (".",)
     working_size_bytes: int | None = None  # cap on the bytes held on disk at once; None: the probe's plan
     engine: str = "auto"  # "auto" (fio where installed), "fio" or "python"
+    # "all": every rank measures (a shared filesystem under load from every GPU's process);
+    # "one-per-node": each node's first rank only (node-local disks, or one client per node).
+    ranks: str = "all"
 
 
 STORAGE_ENGINES = ("auto", "fio", "python")
+STORAGE_RANKS = ("all", "one-per-node")
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,9 @@ _EXPECT_KEYS: dict[str, type | tuple[type, ...]] = {
     "required": bool,
 }
 _EXPECT_REQUIRED = ("metric", "target", "unit", "provenance", "source")
-_STORAGE_KEYS: dict[str, type | tuple[type, ...]] = {"targets": list, "working_size_bytes": int, "engine": str}
+_STORAGE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "targets": list, "working_size_bytes": int, "engine": str, "ranks": str,
+}
 _TOP_LEVEL_KEYS = ("cluster", "settings", "golden", "storage", "expect")
 _TYPE_NAMES = {
     str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table", list: "an array",
@@ -297,6 +303,8 @@ def _parse_layer(path: Path) -> _Layer:
         raise reader.fail("[storage]", "'targets' must be a non-empty array of directory paths")
     if "working_size_bytes" in storage:
         _positive(reader, "[storage]", "working_size_bytes", storage["working_size_bytes"])
+    if storage.get("ranks", "all") not in STORAGE_RANKS:
+        raise reader.fail("[storage]", f"'ranks' must be one of {', '.join(STORAGE_RANKS)}, got '{storage['ranks']}'")
     if storage.get("engine", "auto") not in STORAGE_ENGINES:
         raise reader.fail("[storage]", f"'engine' must be one of {', '.join(STORAGE_ENGINES)}, got '{storage['engine']}'")
     return _Layer(cluster, settings, golden, storage, expectations, file)

@@ -20,6 +20,7 @@ class StorageRuns:
     settings: StorageSettings
     quick: bool
     location: Callable[[str], Location]  # device label -> this rank's location
+    first_on_node: bool  # this rank is its node's first (local rank 0)
     _results: dict[str, object] = field(default_factory=dict)  # target -> StorageResult or the error
 
     def _result(self, target: str):
@@ -34,13 +35,19 @@ class StorageRuns:
                     location=self.location(f"storage {target}"),
                     working_size=self.settings.working_size_bytes,
                 )
-            # A bad target, a full disk, data that read back wrong: every figure of the target fails
-            # with the same one line (the probe has already removed what it wrote).
-            except (StorageTargetError, StorageRunError, StorageIntegrityError) as exc:
+            except StorageIntegrityError as exc:
+                # Data read back wrong: the workloads it hit fail (as recorded failures), the clean
+                # figures of the other workloads stand.
+                self._results[target] = exc.result if exc.result is not None else exc
+            # A bad target, a full disk: every figure of the target fails with the same one line
+            # (the probe has already removed what it wrote).
+            except (StorageTargetError, StorageRunError) as exc:
                 self._results[target] = exc
         return self._results[target]
 
     def attempts(self, metric: str) -> list[tuple[Location, Callable[[], list[Measurement]]]]:
+        if self.settings.ranks == "one-per-node" and not self.first_on_node:
+            return []  # the node's first rank measures for it
         return [(self.location(f"storage {t}"), lambda t=t: self._figures(t, metric)) for t in self.settings.targets]
 
     def _figures(self, target: str, metric: str) -> list[Measurement]:

@@ -127,6 +127,8 @@ BAD_CASES = {
     "unknown settings key": (GOOD.replace("outlier_tolerance", "outlier_tol"), "unknown key 'outlier_tol'", "outlier_tolerance"),
     "unknown golden key": (GOOD + '\n[golden]\ndriver = "550"\n', "[golden]: unknown golden configuration key(s) driver", "driver_version"),
     "bad golden value": (GOOD + '\n[golden]\npcie_width = "x16"\n', "[golden]", "pcie_width"),
+    "bad storage ranks": (GOOD + '\n[storage]\nranks = "every"\n', "[storage]: 'ranks' must be one of all, one-per-node", "every"),
+    "empty storage targets": (GOOD + '\n[storage]\ntargets = []\n', "'targets' must be a non-empty array", ""),
     "extends unknown": (GOOD.replace('name = "prod"', 'name = "prod"\nextends = "h200-nod"'), "extends 'h200-nod'", "no such profile"),
 }
 

@@ -82,3 +82,22 @@ source = "test fixture: the job's aggregate"
     assert by_provenance == [("baseline", 0), ("baseline", 1), ("contract", -1)]
     assert all(c["verdict"] == "PASS" for c in data["checks"])
     assert sorted(p.name for p in target.iterdir()) == []  # both ranks removed their workspaces
+
+
+def test_one_rank_per_node_measures_once_for_the_node(tmp_path):
+    import subprocess
+    import sys
+
+    from test_multirank import free_port, results
+
+    target = tmp_path / "local-disk"
+    target.mkdir()
+    profile = tmp_path / "per-node.toml"
+    profile.write_text(f'[cluster]\nname = "per-node"\n[storage]\ntargets = ["{target}"]\nranks = "one-per-node"\n')
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={free_port()}",
+               "-m", "pytest", "-p", "no:cacheprovider", "--quick", f"--cluster={profile}",
+               f"--report-dir={tmp_path / 'report'}", "-m", "storage", "-k", "metadata"]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    figures = [m for m in results(tmp_path / "report")["measurements"] if m["metric"] == "storage.metadata_ops"]
+    assert [(m["rank"], "ranks" in m["params"]) for m in figures] == [(0, False)]  # one node: one figure
