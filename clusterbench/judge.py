@@ -157,24 +157,6 @@ def not_measured(
     )
 
 
-def judge_against_expectations(
-    expectations: list[Expectation], measurements: list[Measurement]
-) -> tuple[list[Check], list[Expectation]]:
-    """Judge every measurement by every expectation that speaks of it.
-
-    Returns the checks and the expectations that matched no measurement at all (the caller decides
-    whether that means NOT MEASURED).
-    """
-    checks: list[Check] = []
-    unmatched: list[Expectation] = []
-    for expectation in expectations:
-        matching = [m for m in measurements if expectation.matches(m.metric, m.params)]
-        if not matching:
-            unmatched.append(expectation)
-        checks.extend(judge_measurement(expectation, m) for m in matching)
-    return checks, unmatched
-
-
 MIN_PEERS = 2  # with one peer there is no telling which of the two is the slow one
 
 

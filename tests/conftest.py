@@ -27,3 +27,13 @@ def write_profile(tmp_path):
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A storage probe workspace in tmp_path, checked to be fully removed afterwards."""
+    from clusterbench.probes.storage import Workspace
+
+    with Workspace.create(tmp_path, None) as created:
+        yield created
+    assert created.cleanup_report.complete

@@ -8,18 +8,11 @@ import pytest
 import torch
 
 from clusterbench.model import Location
-from clusterbench.probes.storage import MetadataPlan, Workspace, measure_metadata, probe_target
+from clusterbench.probes.storage import MetadataPlan, measure_metadata, probe_target
 from clusterbench.probes.storage.checkpoint import CheckpointPlan, first_difference, measure_checkpoint, training_state
 
 HERE = Location("node01", 0, "node")
 TINY = CheckpointPlan(width=64, layers=2, repeats=2)
-
-
-@pytest.fixture
-def workspace(tmp_path):
-    with Workspace.create(tmp_path, None) as workspace:
-        yield workspace
-    assert workspace.cleanup_report.complete
 
 
 def test_checkpoint_round_trip_measures_save_and_load_of_the_file(workspace):

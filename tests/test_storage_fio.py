@@ -17,7 +17,6 @@ from clusterbench.probes.storage import (
     StorageIntegrityError,
     StorageRunError,
     Workload,
-    Workspace,
     measure_workload,
     probe_target,
 )
@@ -31,13 +30,6 @@ requires_fio = pytest.mark.skipif(
 
 RANDREAD = Workload("randread_4k", "randread", 4096, iodepth=4, numjobs=2, size_per_job=8 * MiB, runtime_s=1.0)
 RANDWRITE = Workload("randwrite_4k", "randwrite", 4096, iodepth=4, numjobs=2, size_per_job=2 * MiB, runtime_s=1.0)
-
-
-@pytest.fixture
-def workspace(tmp_path):
-    with Workspace.create(tmp_path, None) as workspace:
-        yield workspace
-    assert workspace.cleanup_report.complete
 
 
 def fake_fio(directory: Path, body: str) -> Path:

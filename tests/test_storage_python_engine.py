@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from clusterbench.probes.storage import StorageIntegrityError, Workload, Workspace
+from clusterbench.probes.storage import StorageIntegrityError, Workload
 from clusterbench.probes.storage.figures import INTERVAL_S
 from clusterbench.probes.storage.python_engine import BlockContent, run_python, thread_limit
 
@@ -15,13 +15,6 @@ MiB = 1 << 20
 RANDREAD = Workload("randread_4k", "randread", 4096, iodepth=1, numjobs=2, size_per_job=4 * MiB, runtime_s=1.0)
 RANDWRITE = Workload("randwrite_4k", "randwrite", 4096, iodepth=1, numjobs=2, size_per_job=MiB, runtime_s=5.0)
 SEQWRITE = Workload("seqwrite_1m", "write", MiB, iodepth=1, numjobs=2, size_per_job=4 * MiB, runtime_s=5.0)
-
-
-@pytest.fixture
-def workspace(tmp_path):
-    with Workspace.create(tmp_path, None) as workspace:
-        yield workspace
-    assert workspace.cleanup_report.complete
 
 
 def test_random_read_counts_ios_times_each_and_samples_half_seconds(workspace):
