@@ -15,6 +15,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 import pytest
 
 from clusterbench.distributed import Decision, Exchange
+from clusterbench.history.session import (
+    REGRESSION_ITEM_NAME,
+    HistoryOptions,
+    add_trends,
+    regression_checks,
+    store_and_calibrate,
+)
+from clusterbench.history.store import new_run_id
 from clusterbench.judge import (
     Scope,
     aggregate_ranks,
@@ -27,13 +35,14 @@ from clusterbench.judge import (
 from clusterbench.metrics import METRICS
 from clusterbench.model import Check, Location, Measurement, NotMeasured, ProbeFailed, Verdict
 from clusterbench.profile import Profile
-from clusterbench.reports.results_json import write_results_json
+from clusterbench.reports.results_json import RESULTS_FILENAME, write_results_json
 from clusterbench.results import NO_EXPECTATION, RunInfo, RunResults, TestOutcome, utc_now
-from clusterbench.runinfo import describe_profile, host_versions
+from clusterbench.runinfo import describe_profile, host_versions, recorded_environment
 
 if TYPE_CHECKING:
     from clusterbench.collective_runs import CollectiveRuns
     from clusterbench.storage_runs import StorageRuns
+    from clusterbench.training_runs import TrainingRuns
     from clusterbench.probes.devices import LocalDevice
 
 log = logging.getLogger("clusterbench")
@@ -124,6 +133,10 @@ class AcceptanceRun:
     node_health: Any = None  # clusterbench.health_checks.NodeHealth, read on first use
     storage_targets: tuple[str, ...] = ()  # --storage-target, replacing the profile's targets
     _storage: "StorageRuns | None" = None
+    history: HistoryOptions = field(default_factory=HistoryOptions)  # --history, --compare, --calibrate
+    history_notes: list[str] = field(default_factory=list)  # lines for the summary: stored, calibrated
+    history_error: str | None = None  # storing or calibrating failed: the session exits non-zero
+    _training: "TrainingRuns | None" = None
 
     @classmethod
     def start(
@@ -136,6 +149,7 @@ class AcceptanceRun:
         narrowed: bool,
         command_line: list[str],
         storage_targets: tuple[str, ...] = (),
+        history: HistoryOptions = HistoryOptions(),
     ) -> "AcceptanceRun":
         from clusterbench.probes.devices import local_devices  # imports torch: only when a run starts
 
@@ -156,7 +170,9 @@ class AcceptanceRun:
             versions=host_versions(),
             devices=[asdict(d) for d in devices],
             quick=quick,
+            environment=recorded_environment(),
         )
+        info.run_id = new_run_id(info.started_at)
         return cls(
             profile=profile,
             exchange=exchange,
@@ -166,6 +182,7 @@ class AcceptanceRun:
             results=RunResults(run=info),
             devices=devices,
             storage_targets=storage_targets,
+            history=history,
         )
 
     @property
@@ -209,8 +226,19 @@ class AcceptanceRun:
             settings = self.profile.storage
             if self.storage_targets:
                 settings = replace(settings, targets=self.storage_targets)
-            self._storage = StorageRuns(settings, self.quick, self.location, self.exchange.world.local_rank == 0)
+            world = self.exchange.world
+            hosts = dict(self.exchange.hosts) if world.is_distributed else None
+            self._storage = StorageRuns(settings, self.quick, self.location, world.rank, hosts)
         return self._storage
+
+    @property
+    def training(self) -> "TrainingRuns":
+        """The training scaling run: over the launcher's world, or over local ranks started here."""
+        from clusterbench.training_runs import training_runs  # imports torch
+
+        if self._training is None:
+            self._training = training_runs(self.profile, self.collectives, self.devices, self.quick)
+        return self._training
 
     def test_record(self, nodeid: str) -> TestRecord:
         return self.records.setdefault(nodeid, TestRecord(nodeid))
@@ -237,6 +265,8 @@ class AcceptanceRun:
                 attempts.append(Attempt(combined[0].location, combined, aggregate=True))
         if record.nodeid.endswith(COVERAGE_ITEM_NAME):
             checks = self._coverage_checks()
+        elif record.nodeid.endswith(REGRESSION_ITEM_NAME):
+            checks = regression_checks(self)
         else:
             checks = self._judge(record, attempts)
         if record.shared_judge is not None:
@@ -258,6 +288,9 @@ class AcceptanceRun:
         if problems:
             worst = Verdict.worst([c.verdict for c in checks if c.blocking])
             return Decision("failed", (worst or Verdict.FAIL).value, "\n".join(problems))
+        if record.nodeid.endswith(REGRESSION_ITEM_NAME) and checks and all(c.verdict is Verdict.NOT_MEASURED for c in checks):
+            # Too little history: say so as a skip, never as a pass.
+            return Decision("skipped", Verdict.NOT_MEASURED.value, checks[0].message)
         skipped = [p for p in payloads.values() if p["outcome"] == "skipped"]
         if skipped and len(skipped) == len(payloads):
             return Decision("skipped", Verdict.NOT_MEASURED.value, skipped[0]["message"])
@@ -321,9 +354,15 @@ class AcceptanceRun:
         return checks
 
     def finish(self) -> None:
+        """Rank 0's last steps, in this order: checks that need the whole run (history), the final
+        results.json, then what is derived from it (reports, the history record)."""
         self.results.run.finished_at = utc_now()
-        if self.is_reporter:
-            self._write()
+        if not self.is_reporter:
+            return
+        add_trends(self)  # regression checks joined self.results when the regressions item settled
+        self._write()
+        self._render_reports()
+        store_and_calibrate(self)
 
     def _write(self) -> None:
         """Write results.json; a failure (full disk, lost mount) is kept as one line, not raised,
@@ -337,6 +376,21 @@ class AcceptanceRun:
         self.write_error = None
         if path not in self.written:
             self.written.append(path)
+
+    def _render_reports(self) -> None:
+        """report.html and summary.md, derived from the results.json just written (whose SHA-256
+        they carry). A failure to render is one more line in write_error, hence a non-zero exit;
+        results.json is never touched by it."""
+        from clusterbench.reports.render import ReportError, render_reports  # imports matplotlib: only now
+
+        results_path = None if self.write_error else self.report_dir / RESULTS_FILENAME
+        try:
+            paths = render_reports(self.results, self.report_dir, results_path)
+        except ReportError as exc:
+            log.error("clusterbench: %s", exc)
+            self.write_error = "; ".join(filter(None, (self.write_error, str(exc))))
+            paths = exc.written
+        self.written.extend(path for path in paths if path not in self.written)
 
 
 class AcceptanceTest:
@@ -440,3 +494,14 @@ class CoverageItem(pytest.Item):
 
     def reportinfo(self):
         return self.path, None, "every required expectation of the profile was measured"
+
+
+class RegressionItem(CoverageItem):
+    """A final item that fails on a blocking regression against the run history (--compare).
+
+    The comparison needs every figure of the run, so it is made by rank 0 when this last item
+    settles; its checks then decide the item's outcome like any test's, on every rank.
+    """
+
+    def reportinfo(self):
+        return self.path, None, "no figure regressed against the run history"

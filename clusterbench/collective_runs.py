@@ -9,6 +9,7 @@ Either way each op is swept once per run and the figures are reused by every tes
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import timedelta
 
 from clusterbench.model import Location, Measurement, NotMeasured
 from clusterbench.pairwise import Blame, Pair, PairResult, blame, first_pass_pairs, second_pass_pairs
@@ -103,7 +104,9 @@ def _sweep_scaling(plan: SweepPlan, hosts: dict[int, str], location: Location, b
     device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
     measurements: list[Measurement] = []
     for group in scaling_groups(hosts):
-        process_group = dist.new_group(list(group.ranks))  # every rank creates every group, in order
+        # every rank creates every group, in order; with the plan's deadline, since torch's default
+        # (30 minutes for Gloo) would hang the survivors of a dead rank for that long
+        process_group = dist.new_group(list(group.ranks), timeout=timedelta(seconds=plan.timeout_s))
         if dist.get_rank() not in group.ranks:
             continue
         sweep = sweep_collective(
@@ -135,7 +138,7 @@ def _measure_pairs(pairs: list[Pair], leaders: dict[str, int], round_: int, plan
     local: list[Measurement] = []
     for a, b in pairs:
         members = [leaders[a], leaders[b]]
-        process_group = dist.new_group(members)  # every rank creates every group, in order
+        process_group = dist.new_group(members, timeout=timedelta(seconds=plan.timeout_s))  # by every rank, in order
         if dist.get_rank() not in members:
             continue
         where = Location(host=a, rank=leaders[a], device=f"link {a}<->{b}")

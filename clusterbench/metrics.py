@@ -27,6 +27,8 @@ class MetricSpec:
     aggregate: str | None = None
 
 
+# What a training figure was measured with; `span` is single, intra-node or inter-node.
+TRAIN_PARAMS = ("preset", "ranks", "span", "dtype", "batch", "seq_len", "parallel")
 # What a storage figure is measured on and how; a profile narrows its expectations by them.
 # `ranks` appears on the aggregate of several ranks only; an expectation naming it judges that.
 STORAGE_PARAMS = ("target", "engine", "direct", "block_size", "iodepth", "numjobs", "bytes", "files", "threads", "ranks")
@@ -94,14 +96,29 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("storage.metadata_ops", "ops/s", Better.HIGHER, "storage", "small-file create+stat+delete rate", STORAGE_PARAMS, aggregate="sum"),
         MetricSpec("checkpoint.save_gbps", "GB/s", Better.HIGHER, "storage", "checkpoint save throughput incl. fsync", STORAGE_PARAMS, aggregate="n_min"),
         MetricSpec("checkpoint.load_gbps", "GB/s", Better.HIGHER, "storage", "checkpoint load throughput", STORAGE_PARAMS, aggregate="n_min"),
-        MetricSpec("train.step_time_ms", "ms", Better.LOWER, "training", "training step time (slowest rank)"),
-        MetricSpec("train.tokens_per_s", "tokens/s", Better.HIGHER, "training", "global training throughput"),
-        MetricSpec("train.mfu", "fraction", Better.HIGHER, "training", "model FLOPs utilisation (PaLM count)"),
+        MetricSpec("train.step_time_ms", "ms", Better.LOWER, "training",
+                   "median training step time, each step the slowest rank's (data generation apart)",
+                   TRAIN_PARAMS, judged_at_max="ranks"),
+        MetricSpec("train.tokens_per_s", "tokens/s", Better.HIGHER, "training",
+                   "global training throughput: ranks x batch x seq_len / median step time", TRAIN_PARAMS,
+                   judged_at_max="ranks"),
+        MetricSpec("train.mfu", "fraction", Better.HIGHER, "training",
+                   "model FLOPs utilisation per device: (6N + 12LHQT) x tokens/s per device / dense peak",
+                   TRAIN_PARAMS, judged_at_max="ranks"),
         MetricSpec(
             "train.scaling_efficiency", "fraction", Better.HIGHER, "training",
-            "weak-scaling efficiency X_N / (N * X_1)",
+            "weak-scaling efficiency X_N / (N * X_1), the same per-rank batch at N ranks and at 1",
+            TRAIN_PARAMS, judged_at_max="ranks",
         ),
-        MetricSpec("train.loss_drop", "fraction", Better.HIGHER, "training", "relative loss decrease"),
+        MetricSpec("train.loss_drop", "fraction", Better.HIGHER, "training",
+                   "relative loss decrease over the measured steps (first fifth vs last fifth)", TRAIN_PARAMS,
+                   judged_at_max="ranks"),
+        MetricSpec("train.cost_per_mtokens", "cost/Mtokens", Better.LOWER, "training",
+                   "cost of a million training tokens at the profile's price per accelerator-hour",
+                   (*TRAIN_PARAMS, "currency"), judged_at_max="ranks"),
+        MetricSpec("train.params_mismatched", "count", Better.LOWER, "training",
+                   "ranks whose parameters differ from the first rank's after the measured steps (checksum)",
+                   TRAIN_PARAMS),
         MetricSpec("gpu.count", "count", Better.HIGHER, "health", "GPUs visible on the node"),
         MetricSpec("gpu.ecc_uncorrected", "count", Better.LOWER, "health", "uncorrected ECC errors (volatile)"),
         MetricSpec("gpu.ecc_corrected", "count", Better.LOWER, "health", "corrected ECC errors (volatile)"),

@@ -7,7 +7,7 @@ Probes produce `Measurement`s, profiles produce `Expectation`s, the judge turns 
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 ParamValue = str | int | float | bool
@@ -52,6 +52,7 @@ class Provenance(str, enum.Enum):
     PEERS = "peers"
     RULE = "rule"
     GOLDEN = "golden"  # the profile's [golden] node configuration
+    HISTORY = "history"  # stored earlier runs of this cluster (--history, --compare)
 
 
 PROFILE_PROVENANCES = (Provenance.SPEC, Provenance.ACHIEVABLE, Provenance.BASELINE, Provenance.CONTRACT)
@@ -64,6 +65,10 @@ class Location:
     host: str
     rank: int = 0
     device: str = "cpu"  # "cuda:0", "cpu", or "node" for a figure that belongs to the whole host
+
+
+def _location_json(location: Location) -> dict[str, Any]:
+    return {"host": location.host, "rank": location.rank, "device": location.device}
 
 
 @dataclass
@@ -84,9 +89,17 @@ class Measurement:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.update(data.pop("location"))
-        return data
+        # Built by hand, not with asdict(): asdict deep-copies every sample and detail, which is
+        # most of the time it takes to write the results of a run of thousands of GPUs.
+        return {
+            "metric": self.metric,
+            "value": self.value,
+            "unit": self.unit,
+            "params": self.params,
+            "samples": self.samples,
+            "details": self.details,
+            **_location_json(self.location),
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Measurement":
@@ -174,15 +187,31 @@ class Check:
         return margin if self.better is Better.HIGHER else -margin
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["verdict"] = self.verdict.value
-        data["better"] = self.better.value
-        data["margin"] = self.margin
-        if self.location is not None:
-            data.update(data.pop("location"))
-        else:
-            data.pop("location")
-        return data
+        return {
+            "metric": self.metric,
+            "params": self.params,
+            "verdict": self.verdict.value,
+            "observed": self.observed,
+            "target": self.target,
+            "unit": self.unit,
+            "provenance": self.provenance,
+            "source": self.source,
+            "message": self.message,
+            "better": self.better.value,
+            "test": self.test,
+            "blocking": self.blocking,
+            "margin": self.margin,
+            **(_location_json(self.location) if self.location is not None else {}),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Check":
+        """The inverse of to_json (the derived `margin` is recomputed, not read)."""
+        fields = {k: v for k, v in data.items() if k not in ("margin", "host", "rank", "device")}
+        location = Location(data["host"], data["rank"], data["device"]) if "host" in data else None
+        fields["verdict"] = Verdict(fields["verdict"])
+        fields["better"] = Better(fields.get("better", Better.HIGHER.value))
+        return cls(location=location, **fields)
 
 
 class NotMeasured(Exception):

@@ -41,3 +41,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="a directory the storage probes test (repeatable); replaces the profile's [storage] targets",
     )
+    group.addoption(
+        "--history",
+        default=None,
+        metavar="PATH",
+        help="SQLite run history: store this run in it (created if absent) and plot key figures over past runs",
+    )
+    group.addoption(
+        "--compare",
+        default=None,
+        metavar="last|RUN_ID|window:N",
+        help="check this run for regressions against stored runs of the same cluster and hardware (needs --history)",
+    )
+    group.addoption(
+        "--calibrate",
+        default=None,
+        metavar="OUT.toml",
+        help="write a profile whose expectations are this run's figures less a margin (a known-good cluster's baseline)",
+    )
+    group.addoption(
+        "--calibrate-margin",
+        default=None,
+        type=float,
+        metavar="FRACTION",
+        help="how far below (above, for latencies) the measured figure the calibrated threshold lies (default: 0.10)",
+    )

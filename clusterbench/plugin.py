@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from clusterbench.acceptance import COVERAGE_ITEM_NAME, AcceptanceRun, AcceptanceTest, CoverageItem
+from clusterbench.acceptance import COVERAGE_ITEM_NAME, AcceptanceRun, AcceptanceTest, CoverageItem, RegressionItem
 from clusterbench.catalog import resolve_cluster
 from clusterbench.distributed import join_world
 from clusterbench.errors import ClusterbenchError
+from clusterbench.history.benchmark_json import clusterbench_section
+from clusterbench.history.session import REGRESSION_ITEM_NAME, check_history, history_options
 from clusterbench.metrics import FAMILIES
 from clusterbench.options import pytest_addoption  # noqa: F401  (a hook: pytest finds it here)
 from clusterbench.reports.junit import junit_properties
@@ -104,6 +106,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     profiles_dir = Path(config.getoption("profiles_dir") or config.rootpath / "clusters")
     try:
         profile = resolve_cluster(config.getoption("cluster"), profiles_dir)
+        history = history_options(config.getoption)
+        if config.stash[WORLD_KEY].rank == 0:
+            check_history(history)  # before measuring: a bad history file fails now, not after the run
         exchange = join_world(config.stash[WORLD_KEY], profile.settings.collective_timeout_s)
     except ClusterbenchError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -115,9 +120,12 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         narrowed=_suite_was_narrowed(config),
         command_line=list(config.invocation_params.args),
         storage_targets=tuple(config.getoption("storage_target") or ()),
+        history=history,
     )
     config.stash[RUN_KEY] = run
     items.append(CoverageItem.from_parent(session, name=COVERAGE_ITEM_NAME))
+    if history.compare is not None:
+        items.append(RegressionItem.from_parent(session, name=REGRESSION_ITEM_NAME))
 
 
 @pytest.fixture
@@ -185,7 +193,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if exitstatus == pytest.ExitCode.INTERRUPTED:
         run.results.run.interrupted = "the session was interrupted before every test ran"
     run.finish()
-    if run.write_error:
+    if run.write_error or run.history_error:
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
 
@@ -208,3 +216,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_line(f"clusterbench: wrote {path}")
     if run.write_error:
         terminalreporter.write_line(f"clusterbench: ERROR: {run.write_error}", red=True)
+    for note in run.history_notes:
+        terminalreporter.write_line(f"clusterbench: {note}")
+    if run.history_error:
+        terminalreporter.write_line(f"clusterbench: ERROR: {run.history_error}", red=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
+    """pytest-benchmark's --benchmark-json: our figures go beside its timings, with units and
+    directions, under "clusterbench" (see clusterbench/history/benchmark_json.py for why not inside)."""
+    run = config.stash.get(RUN_KEY, None)
+    if run is not None and run.is_reporter:
+        output_json["clusterbench"] = clusterbench_section(run.results)

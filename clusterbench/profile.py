@@ -18,6 +18,7 @@ from clusterbench.errors import ProfileError, nearest
 from clusterbench.metrics import METRICS
 from clusterbench.model import PROFILE_PROVENANCES, Better, Expectation, ParamValue, Provenance
 from clusterbench.probes.health.golden import validate_golden
+from clusterbench.probes.training.presets import PRESETS
 
 # The dtypes a `dtype` param may name, in every metric that takes one.
 KNOWN_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "fp64", "int8")
@@ -32,6 +33,9 @@ class ClusterInfo:
     accelerators_per_node: int = 0
     accelerator: str = "unknown"
     description: str = ""
+    # What one accelerator costs per hour, for the training probe's cost per million tokens.
+    price_per_accelerator_hour: float | None = None
+    currency: str = ""  # ISO 4217 code of that price, e.g. "USD"
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,17 @@ class Settings:
     collective_timeout_s: float = 300.0
     # Ranks started on one host when plain pytest runs the collective probes on a CPU.
     local_ranks: int = 2
+    # The training probe's model ("auto": tiny on a CPU, small for a quick GPU run, 1b otherwise)
+    # and how it spreads over ranks: "ddp" (replicas) or "fsdp" (FSDP2, sharded).
+    training_preset: str = "auto"
+    training_parallel: str = "ddp"
+    # History comparison (--compare): a figure regresses only when it is worse than the stored
+    # baseline by more than regression_min_effect (a fraction) AND by more than regression_noise_k
+    # robust standard deviations of the window; a window needs regression_min_runs stored runs.
+    regression_min_effect: float = 0.05
+    regression_noise_k: float = 3.0
+    regression_min_runs: int = 5
+    regression_verdict: str = "fail"  # what a regression is: "fail" (blocks the run) or "warn"
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,10 @@ class StorageSettings:
     # "all": every rank measures (a shared filesystem under load from every GPU's process);
     # "one-per-node": each node's first rank only (node-local disks, or one client per node).
     ranks: str = "all"
+    # Targets every rank of the job sees as one directory (a shared filesystem). Under a launcher the
+    # checkpoint figures of these are one sharded checkpoint written by all measuring ranks together
+    # through torch.distributed.checkpoint, as sharded training saves; elsewhere each rank saves its own.
+    shared: tuple[str, ...] = ()
 
 
 STORAGE_ENGINES = ("auto", "fio", "python")
@@ -99,12 +118,21 @@ _CLUSTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "accelerators_per_node": int,
     "accelerator": str,
     "description": str,
+    "price_per_accelerator_hour": (int, float),
+    "currency": str,
 }
 _SETTINGS_KEYS: dict[str, type | tuple[type, ...]] = {
     "outlier_tolerance": (int, float),
     "collective_timeout_s": (int, float),
     "local_ranks": int,
+    "training_preset": str,
+    "training_parallel": str,
+    "regression_min_effect": (int, float),
+    "regression_noise_k": (int, float),
+    "regression_min_runs": int,
+    "regression_verdict": str,
 }
+REGRESSION_VERDICTS = ("fail", "warn")
 _EXPECT_KEYS: dict[str, type | tuple[type, ...]] = {
     "metric": str,
     "params": dict,
@@ -119,7 +147,7 @@ _EXPECT_KEYS: dict[str, type | tuple[type, ...]] = {
 }
 _EXPECT_REQUIRED = ("metric", "target", "unit", "provenance", "source")
 _STORAGE_KEYS: dict[str, type | tuple[type, ...]] = {
-    "targets": list, "working_size_bytes": int, "engine": str, "ranks": str,
+    "targets": list, "working_size_bytes": int, "engine": str, "ranks": str, "shared": list,
 }
 _TOP_LEVEL_KEYS = ("cluster", "settings", "golden", "storage", "expect")
 _TYPE_NAMES = {
@@ -192,6 +220,23 @@ def _positive(reader: _Reader, where: str, key: str, value: float, *, allow_zero
 def _fraction(reader: _Reader, where: str, key: str, value: float) -> None:
     if not (0 <= value < 1) or not math.isfinite(value):
         raise reader.fail(where, f"'{key}' is a fraction of the target and must be in [0, 1), got {value}")
+
+
+TRAINING_PRESETS = ("auto", *PRESETS)
+TRAINING_PARALLEL = ("ddp", "fsdp")
+
+
+def _check_training(reader: _Reader, cluster: dict[str, Any], settings: dict[str, Any]) -> None:
+    """The training probe's choices and the price its cost figures are computed from."""
+    if "price_per_accelerator_hour" in cluster:
+        _positive(reader, "[cluster]", "price_per_accelerator_hour", cluster["price_per_accelerator_hour"])
+    currency = cluster.get("currency")
+    if currency is not None and not (len(currency) == 3 and currency.isascii() and currency.isupper()):
+        raise reader.fail("[cluster]", f"'currency' must be a three-letter ISO 4217 code such as \"USD\" or \"EUR\", got {currency!r}")
+    for key, choices in (("training_preset", TRAINING_PRESETS), ("training_parallel", TRAINING_PARALLEL)):
+        if key in settings and settings[key] not in choices:
+            raise reader.fail("[settings]", f"'{key}' must be one of {', '.join(choices)}, got '{settings[key]}'"
+                                            f"{nearest(settings[key], choices)}")
 
 
 def _parse_params(reader: _Reader, where: str, metric: str, params: dict[str, Any]) -> dict[str, ParamValue]:
@@ -287,6 +332,15 @@ def _parse_layer(path: Path) -> _Layer:
             _positive(reader, "[settings]", key, settings[key])
     if "outlier_tolerance" in settings:
         _fraction(reader, "[settings]", "outlier_tolerance", settings["outlier_tolerance"])
+    if "regression_min_effect" in settings:
+        _fraction(reader, "[settings]", "regression_min_effect", settings["regression_min_effect"])
+    if "regression_noise_k" in settings:
+        _positive(reader, "[settings]", "regression_noise_k", settings["regression_noise_k"], allow_zero=True)
+    if settings.get("regression_min_runs", 3) < 3:
+        raise reader.fail("[settings]", f"'regression_min_runs' must be 3 or more (a spread needs several runs), got {settings['regression_min_runs']}")
+    if settings.get("regression_verdict", "fail") not in REGRESSION_VERDICTS:
+        raise reader.fail("[settings]", f"'regression_verdict' must be one of {', '.join(REGRESSION_VERDICTS)}, got '{settings['regression_verdict']}'")
+    _check_training(reader, cluster, settings)
     expect = data.get("expect", [])
     if not isinstance(expect, list):
         raise reader.fail("expect", "must be an array of tables, written [[expect]]")
@@ -305,6 +359,8 @@ def _parse_layer(path: Path) -> _Layer:
         _positive(reader, "[storage]", "working_size_bytes", storage["working_size_bytes"])
     if storage.get("ranks", "all") not in STORAGE_RANKS:
         raise reader.fail("[storage]", f"'ranks' must be one of {', '.join(STORAGE_RANKS)}, got '{storage['ranks']}'")
+    if "shared" in storage and not all(isinstance(t, str) and t for t in storage["shared"]):
+        raise reader.fail("[storage]", "'shared' must be an array of directory paths, each one of 'targets'")
     if storage.get("engine", "auto") not in STORAGE_ENGINES:
         raise reader.fail("[storage]", f"'engine' must be one of {', '.join(STORAGE_ENGINES)}, got '{storage['engine']}'")
     return _Layer(cluster, settings, golden, storage, expectations, file)
@@ -356,14 +412,28 @@ def load_profile_file(path: Path, resolve_extends: ProfileResolver) -> Profile:
     if "name" not in cluster:
         raise ProfileError(f"{path}: [cluster]: missing required key 'name'")
     info = ClusterInfo(**cluster)
+    if info.price_per_accelerator_hour is not None and not info.currency:
+        raise ProfileError(f"{path}: [cluster]: 'price_per_accelerator_hour' needs its 'currency', e.g. currency = \"USD\"")
     return Profile(
         cluster=info,
         settings=Settings(**settings),
         expectations=tuple(expectations) + _gpu_count_expectation(info, expectations, path),
         files=tuple(layer.file for layer in layers),
         golden=golden,
-        storage=StorageSettings(**{**storage, **({"targets": tuple(storage["targets"])} if "targets" in storage else {})}),
+        storage=_storage_settings(storage, path),
     )
+
+
+def _storage_settings(storage: dict[str, Any], path: Path) -> StorageSettings:
+    """[storage] of the merged chain; `shared` may only name targets, which a parent may have set."""
+    settings = StorageSettings(**{**storage, **{k: tuple(storage[k]) for k in ("targets", "shared") if k in storage}})
+    strangers = [t for t in settings.shared if t not in settings.targets]
+    if strangers:
+        raise ProfileError(
+            f"{path}: [storage]: 'shared' names {', '.join(strangers)}, which is not among the targets "
+            f"({', '.join(settings.targets)}); list it in 'targets' too"
+        )
+    return settings
 
 
 def _gpu_count_expectation(info: ClusterInfo, stated: list[Expectation], path: Path) -> tuple[Expectation, ...]:

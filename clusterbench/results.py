@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from clusterbench.model import Check, Measurement, Verdict
@@ -33,6 +33,10 @@ class RunInfo:
     finished_at: str | None = None
     interrupted: str | None = None  # why the run stopped before its end, if it did
     inventory: dict[str, Any] = field(default_factory=dict)  # per host: what the node is (health tests)
+    # Rank 0's NCCL_*, CUDA_*, SLURM_*... variables, for reproducing the run; secret-looking values redacted.
+    environment: dict[str, str] = field(default_factory=dict)
+    # The run's ID (time-sortable, unique): its key in the run history and in calibrated profiles.
+    run_id: str = ""
 
 
 @dataclass
@@ -49,11 +53,34 @@ NO_EXPECTATION = "NO EXPECTATION"
 
 
 @dataclass
+class TrendPoint:
+    """One stored run's figure for a trended metric."""
+
+    run_id: str
+    started_at: str
+    value: float
+
+
+@dataclass
+class Trend:
+    """A key metric's history over the comparison window, with this run's figure: what the HTML
+    report plots. Filled by the history comparison; empty when no history was given."""
+
+    metric: str
+    params: dict[str, Any]
+    unit: str
+    better: str  # "higher" or "lower"
+    points: list[TrendPoint]
+    current: float | None
+
+
+@dataclass
 class RunResults:
     run: RunInfo
     measurements: list[Measurement] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     tests: list[TestOutcome] = field(default_factory=list)
+    trends: list[Trend] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -80,4 +107,33 @@ class RunResults:
             "tests": [asdict(t) for t in self.tests],
             "measurements": [m.to_json() for m in self.measurements],
             "checks": [c.to_json() for c in self.checks],
+            "trends": [asdict(t) for t in self.trends],
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunResults":
+        """The inverse of to_json, to re-render reports from a results.json. Raises KeyError,
+        TypeError or ValueError on a document that is not one; `verdict` and `counts` are derived
+        again from the checks rather than trusted. Keys this version does not know are ignored, so a
+        newer results.json still renders."""
+        if data.get("schema") != SCHEMA_VERSION:
+            raise ValueError(f"schema is {data.get('schema')!r}, expected {SCHEMA_VERSION!r}")
+        trends = [
+            Trend(**{**_known(Trend, t), "points": [TrendPoint(**_known(TrendPoint, p)) for p in t["points"]]})
+            for t in data.get("trends", [])
+        ]
+        return cls(
+            run=RunInfo(**_known(RunInfo, data["run"])),
+            measurements=[Measurement.from_json(m) for m in data["measurements"]],
+            checks=[Check.from_json(c) for c in data["checks"]],
+            tests=[TestOutcome(**_known(TestOutcome, t)) for t in data.get("tests", [])],
+            trends=trends,
+        )
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The entries of `data` that are fields of the dataclass `cls`."""
+    if not isinstance(data, dict):
+        raise TypeError(f"expected an object for {cls.__name__}, got {type(data).__name__}")
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}

@@ -11,6 +11,8 @@ from rich.text import Text
 from clusterbench.judge import format_value
 from clusterbench.metrics import METRICS
 from clusterbench.model import Check, Measurement
+from clusterbench.outliers import find_stragglers, per_rank_measurements
+from clusterbench.reports.overview import outlier_tolerance
 from clusterbench.results import NO_EXPECTATION, RunResults, TestOutcome
 
 VERDICT_STYLES = {
@@ -97,6 +99,24 @@ def _not_measured_table(tests: list[TestOutcome]) -> Table:
     return table
 
 
+MAX_STRAGGLERS = 10  # the terminal names the worst; report.html and summary.md list more
+
+
+def _stragglers_table(results: RunResults) -> Table | None:
+    """The worst stragglers (nodes first), by the rule of clusterbench.outliers; None when none."""
+    stragglers = find_stragglers(results.measurements + per_rank_measurements(results.measurements), outlier_tolerance(results))
+    if not stragglers:
+        return None
+    shown = stragglers[:MAX_STRAGGLERS]
+    more = f", {len(stragglers) - len(shown)} more in report.html" if len(stragglers) > len(shown) else ""
+    table = Table(title=f"Stragglers: worse than their peers' median (worst first{more})", title_justify="left")
+    for column in ("Where", "Figure", "Value", "Median", "Worse by"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("Value", "Median", "Worse by"))
+    for s in shown:
+        table.add_row(*_plain(s.where, s.label, format_value(s.value, s.unit), format_value(s.median, s.unit), f"{s.shortfall:.1%}"))
+    return table
+
+
 def render_summary(results: RunResults, *, width: int, color: bool) -> str:
     """The summary as text (with ANSI styles when `color`), for pytest's terminal writer to print."""
     console = Console(file=io.StringIO(), width=width, force_terminal=color, color_system="standard" if color else None)
@@ -117,6 +137,9 @@ def render_summary(results: RunResults, *, width: int, color: bool) -> str:
         console.print(_checks_table(results.checks, show_rank))
     if unjudged:
         console.print(_unjudged_table(unjudged, show_rank))
+    stragglers = _stragglers_table(results)
+    if stragglers is not None:
+        console.print(stragglers)
     skipped = [t for t in results.tests if t.outcome == "skipped"]
     if skipped:
         console.print(_not_measured_table(skipped))

@@ -143,28 +143,30 @@ source = "a GPU this machine does not have"
 
 
 def test_required_expectation_no_test_measures_fails_a_full_run_only(tmp_path):
-    # A metric of a family this suite has no test for yet (training): nothing can measure it.
+    # A figure no test of the suite measures (the GEMM tests sweep no int8): nothing can cover it.
     extra = """
 [[expect]]
-metric = "train.tokens_per_s"
+metric = "gemm.tflops"
+params = { dtype = "int8" }
 target = 1000
-unit = "tokens/s"
-provenance = "baseline"
-source = "last quarter's training run"
+unit = "TFLOP/s"
+provenance = "contract"
+source = "purchase agreement: int8 throughput"
 """
+    label = "gemm.tflops[dtype=int8]"
     profile = gemm_fp32_profile(tmp_path, 1e-6, 0.05, 0.0, extra)
     narrowed = run_suite(tmp_path, f"--cluster={profile}", "-m", "compute", "-k", "fp32")
     assert narrowed.returncode == 0, narrowed.stdout
     (missing,) = narrowed.checks("NOT MEASURED")
-    assert missing["metric"] == "train.tokens_per_s" and not missing["blocking"]
+    assert missing["params"] == {"dtype": "int8"} and not missing["blocking"]
     assert "outside this run's selection" in missing["message"]
 
     full = run_suite(tmp_path / "full", f"--cluster={profile}", "benchmarks")
     assert full.returncode == 1, full.stdout
     (missing,) = full.checks("NOT MEASURED")
-    assert missing["blocking"] and "no test in this run measures train.tokens_per_s" in missing["message"]
+    assert missing["blocking"] and f"no test in this run measures {label}" in missing["message"]
     assert "FAILED ::clusterbench-required-expectations" in full.stdout
-    assert "no test in this run measures train.tokens_per_s" in full.stdout
+    assert f"no test in this run measures {label}" in full.stdout
 
 
 @pytest.mark.parametrize(

@@ -129,6 +129,10 @@ BAD_CASES = {
     "bad golden value": (GOOD + '\n[golden]\npcie_width = "x16"\n', "[golden]", "pcie_width"),
     "bad storage ranks": (GOOD + '\n[storage]\nranks = "every"\n', "[storage]: 'ranks' must be one of all, one-per-node", "every"),
     "empty storage targets": (GOOD + '\n[storage]\ntargets = []\n', "'targets' must be a non-empty array", ""),
+    "shared not a target": (
+        GOOD + '\n[storage]\ntargets = ["/scratch"]\nshared = ["/lustre"]\n', "'shared' names /lustre", "not among the targets"
+    ),
+    "shared not paths": (GOOD + '\n[storage]\nshared = [1]\n', "'shared' must be an array of directory paths", ""),
     "extends unknown": (GOOD.replace('name = "prod"', 'name = "prod"\nextends = "h200-nod"'), "extends 'h200-nod'", "no such profile"),
 }
 

@@ -38,6 +38,8 @@ def test_a_missing_target_fails_each_figure_with_one_line(tmp_path):
 
 
 def test_ranks_measure_a_shared_target_at_once_and_the_aggregate_is_judged(tmp_path):
+    """Both ranks measure one shared directory at once; their checkpoint is one sharded checkpoint
+    written together through torch.distributed.checkpoint."""
     import subprocess
     import sys
 
@@ -52,6 +54,15 @@ name = "shared-fs"
 
 [storage]
 targets = ["{target}"]
+shared = ["{target}"]
+
+[[expect]]
+metric = "checkpoint.save_gbps"
+params = {{ ranks = 2, engine = "torch.distributed.checkpoint" }}
+target = 1e-6
+unit = "GB/s"
+provenance = "contract"
+source = "test fixture: the job's sharded checkpoint"
 
 [[expect]]
 metric = "storage.seqread_gbps"
@@ -70,10 +81,16 @@ source = "test fixture: the job's aggregate"
 """)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={free_port()}",
                "-m", "pytest", "-p", "no:cacheprovider", "--quick", f"--cluster={profile}",
-               f"--report-dir={tmp_path / 'report'}", "-m", "storage", "-k", "seqread"]
+               f"--report-dir={tmp_path / 'report'}", "-m", "storage", "-k", "seqread or save_gbps"]
     proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = results(tmp_path / "report")
+    saves = [m for m in data["measurements"] if m["metric"] == "checkpoint.save_gbps"]
+    assert {m["params"]["engine"] for m in saves} == {"torch.distributed.checkpoint"}
+    (save_aggregate,) = [m for m in saves if m["params"].get("ranks") == 2]
+    assert save_aggregate["value"] == pytest.approx(2 * min(m["value"] for m in saves if "ranks" not in m["params"]))
+    (contract,) = [c for c in data["checks"] if c["metric"] == "checkpoint.save_gbps" and c["provenance"] == "contract"]
+    assert contract["verdict"] == "PASS" and contract["observed"] == save_aggregate["value"]
     reads = [m for m in data["measurements"] if m["metric"] == "storage.seqread_gbps"]
     per_rank = sorted(m["rank"] for m in reads if "ranks" not in m["params"])
     (aggregate,) = [m for m in reads if m["params"].get("ranks") == 2]
@@ -101,3 +118,4 @@ def test_one_rank_per_node_measures_once_for_the_node(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     figures = [m for m in results(tmp_path / "report")["measurements"] if m["metric"] == "storage.metadata_ops"]
     assert [(m["rank"], "ranks" in m["params"]) for m in figures] == [(0, False)]  # one node: one figure
+

@@ -23,6 +23,7 @@ from typing import Any, Callable, Literal
 
 from clusterbench.model import Location, Measurement
 from clusterbench.probes.storage.checkpoint import LOAD_METRIC, SAVE_METRIC, CheckpointPlan, measure_checkpoint
+from clusterbench.probes.storage.distributed_checkpoint import CheckpointGroup, measure_distributed_checkpoint
 from clusterbench.probes.storage.errors import (
     FioUnavailable,
     StorageIntegrityError,
@@ -39,6 +40,7 @@ from clusterbench.probes.storage.workloads import RANDREAD_LATENCY_METRIC, Workl
 from clusterbench.probes.storage.workspace import CleanupReport, Workspace, space_needed
 
 __all__ = [
+    "CheckpointGroup",
     "CheckpointPlan",
     "CleanupReport",
     "FioEngine",
@@ -157,12 +159,15 @@ def measure_storage(
     workloads: tuple[Workload, ...] | None = None,
     metadata: MetadataPlan | None = None,
     checkpoint: CheckpointPlan | None = None,
+    checkpoint_group: CheckpointGroup | None = None,
 ) -> StorageResult:
     """Every storage figure of `target` (a directory), measured in a workspace removed afterwards.
 
     `working_size` caps the bytes held on disk at once (files shrink to fit); the target must have
     that much free plus a margin, checked before anything is written. `workloads`, `metadata` and
-    `checkpoint` replace the standard quick/full plans (tests use tiny ones).
+    `checkpoint` replace the standard quick/full plans (tests use tiny ones). With `checkpoint_group`
+    (a shared target under a launcher), the checkpoint is one sharded torch.distributed.checkpoint
+    that every rank of the group writes at once, and every rank of the group must call this.
     Raises StorageTargetError (bad target), FioUnavailable (engine="fio" without fio) and, after
     everything has run, StorageIntegrityError (with `.result`) if any data read back wrong.
     """
@@ -193,7 +198,11 @@ def measure_storage(
             _attempt(result, workload.name, metrics, lambda w=workload: measure_workload(
                 w, workspace, facts, fio=fio, location=location))
         _attempt(result, "metadata", (METADATA_METRIC,), lambda: [measure_metadata(workspace, facts, location, metadata)])
-        _attempt(result, "checkpoint", (SAVE_METRIC, LOAD_METRIC), lambda: measure_checkpoint(workspace, facts, location, checkpoint))
+        if checkpoint_group is None:
+            _attempt(result, "checkpoint", (SAVE_METRIC, LOAD_METRIC), lambda: measure_checkpoint(workspace, facts, location, checkpoint))
+        else:
+            _attempt(result, "checkpoint", (SAVE_METRIC, LOAD_METRIC), lambda: measure_distributed_checkpoint(
+                workspace, facts, location, checkpoint, checkpoint_group))
     result.cleanup = workspace.cleanup_report
     result.seconds = time.perf_counter() - began
     corrupt = [f for f in result.failures if f.integrity]

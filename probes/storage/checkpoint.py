@@ -61,11 +61,11 @@ class CheckpointPlan:
         return OPTIMIZER_FACTOR * FLOAT32_BYTES * self.parameters
 
 
-def training_state(plan: CheckpointPlan) -> dict[str, Any]:
+def training_state(plan: CheckpointPlan, seed: int = 0) -> dict[str, Any]:
     """Model and optimizer state dicts after one AdamW step on random data (random weights too:
     zeros would compress on filesystems that compress). The caller's RNG state is left untouched."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         model = torch.nn.Sequential(*(torch.nn.Linear(plan.width, plan.width) for _ in range(plan.layers)))
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         model(torch.randn(8, plan.width)).square().mean().backward()
@@ -142,6 +142,20 @@ def measure_checkpoint(workspace: Workspace, facts: TargetFacts, location: Locat
     """checkpoint.save_gbps and checkpoint.load_gbps of `plan`'s state, median over repeats."""
     state = training_state(plan)
     rounds = [_one_round(workspace, state, f"checkpoint-{i}.pt") for i in range(plan.repeats)]
+    return checkpoint_figures(rounds, facts, location, plan, engine="torch.save", details={})
+
+
+def checkpoint_figures(
+    rounds: list[CheckpointRound],
+    facts: TargetFacts,
+    location: Location,
+    plan: CheckpointPlan,
+    *,
+    engine: str,
+    details: dict[str, Any],
+) -> list[Measurement]:
+    """The save and load figures of `rounds` (median GB/s, raw samples kept), with the caveat a
+    load that may have read cached pages, or a filesystem in RAM, calls for."""
     cached = [r.cached_before_load for r in rounds]
     load_cached = facts.memory_backed or any(c is None or c > CACHED_TOLERANCE for c in cached)
     if facts.memory_backed:
@@ -159,8 +173,9 @@ def measure_checkpoint(workspace: Workspace, facts: TargetFacts, location: Locat
         "torch": torch.__version__,
         "filesystem": facts.filesystem,
         "repeats": plan.repeats,
+        **details,
     }
-    params = {"target": facts.target, "engine": "torch.save", "direct": False, "bytes": rounds[0].bytes}
+    params = {"target": facts.target, "engine": engine, "direct": False, "bytes": rounds[0].bytes}
     save = [r.bytes / r.save_s / 1e9 for r in rounds]
     load = [r.bytes / r.load_s / 1e9 for r in rounds]
     unit = METRICS[SAVE_METRIC].unit

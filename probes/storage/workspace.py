@@ -128,6 +128,10 @@ class Workspace:
         self._dir_fd = dir_fd
         self._identity = self._stat_identity(os.fstat(dir_fd))
         self._claimed: set[str] = set()
+        # Claimed subdirectories -> the names their writer gives its files (see `subdirectory`).
+        self._subdirectories: dict[str, re.Pattern[str]] = {}
+        # Subdirectories removed early but kept, since they held entries we did not make -> those.
+        self._kept: dict[str, list[str]] = {}
         self._removed = 0  # files of ours deleted so far, by remove() or cleanup()
         self._previous_sigterm: Any = None
         self.cleanup_report: CleanupReport | None = None
@@ -169,13 +173,48 @@ class Workspace:
         self._claimed.add(name)
         return self.path / name
 
+    def subdirectory(self, name: str, owned: re.Pattern[str]) -> Path:
+        """Claim and make a subdirectory for a writer that names its own files (torch.distributed.
+        checkpoint writes a file per rank and a metadata file, under names of its choosing). Entries
+        whose names match `owned` are the writer's and are removed with the subdirectory; anything
+        else found in it is reported and left in place, as in the workspace itself."""
+        path = self.file(name)
+        self._subdirectories[name] = owned
+        os.mkdir(name, mode=0o700, dir_fd=self._dir_fd)
+        return path
+
+    def _delete(self, name: str) -> list[str]:
+        """Delete a claimed entry; returns what was found in it that was not ours (then it stays)."""
+        owned = self._subdirectories.get(name)
+        if owned is None:
+            os.unlink(name, dir_fd=self._dir_fd)  # unlink never follows a symlink
+            self._removed += 1
+            return []
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self._dir_fd)
+        try:
+            strangers = []
+            for entry in sorted(os.listdir(fd)):
+                if owned.fullmatch(entry):
+                    os.unlink(entry, dir_fd=fd)
+                    self._removed += 1
+                else:
+                    strangers.append(f"{name}/{entry} (not created by clusterbench; left in place)")
+        finally:
+            os.close(fd)
+        if not strangers:
+            os.rmdir(name, dir_fd=self._dir_fd)
+            self._removed += 1
+        return strangers
+
     def remove(self, name: str) -> None:
-        """Delete a claimed file now (a workload done with its data) and drop it from the ledger."""
+        """Delete a claimed file or subdirectory now (a workload done with its data) and drop it
+        from the ledger."""
         if name not in self._claimed:
             raise ValueError(f"{name!r} was not claimed in this workspace; refusing to delete it")
         try:
-            os.unlink(name, dir_fd=self._dir_fd)  # unlink never follows a symlink
-            self._removed += 1
+            strangers = self._delete(name)
+            if strangers:
+                self._kept[name] = strangers  # reported by cleanup, which then leaves the workspace
         except FileNotFoundError:
             pass
         self._claimed.discard(name)
@@ -188,16 +227,18 @@ class Workspace:
         failed: set[str] = set()
         for name in sorted(self._claimed):
             try:
-                os.unlink(name, dir_fd=self._dir_fd)
-                self._removed += 1
+                strangers = self._delete(name)
+                if strangers:
+                    self._kept[name] = strangers
             except FileNotFoundError:
                 pass  # claimed but never created (an optional log fio did not write)
             except OSError as exc:
                 failed.add(name)
                 report.left_behind.append(f"{name} ({exc.strerror})")
         self._claimed.clear()
+        report.left_behind += [entry for strangers in self._kept.values() for entry in strangers]
         report.removed_files = self._removed
-        strangers = sorted(set(os.listdir(self._dir_fd)) - failed)
+        strangers = sorted(set(os.listdir(self._dir_fd)) - failed - set(self._kept))
         report.left_behind += [f"{name} (not created by clusterbench; left in place)" for name in strangers]
         os.close(self._dir_fd)
         if not report.left_behind:

@@ -1,0 +1,103 @@
+"""The history at scale: 100 stored runs of 10,000 figures each, then one comparison of a run of
+10,000 figures against the window of all 100 (what `--compare window:100` does at the end of a run).
+
+Prints the time to store each run, the file's growth per run, and the comparison's time, taken as
+the median of several repetitions (a fresh connection each, as in a run). Usage:
+
+    python tools/history_scale.py [--runs 100] [--figures 10000] [--dir /tmp/history-scale]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from clusterbench.history.compare import RunKey, compare_run, parse_compare_spec
+from clusterbench.history.fingerprint import run_fingerprint
+from clusterbench.history.noise import RegressionRule
+from clusterbench.history.store import HistoryStore, file_size
+from clusterbench.model import Location, Measurement, Verdict
+from clusterbench.results import RunInfo, RunResults
+
+DEVICE = {"torch_device": "cuda:0", "kind": "cuda", "index": 0, "name": "NVIDIA H200", "memory_bytes": 141 * 2**30,
+          "compute_capability": "9.0", "count_cores": 132}
+
+
+def synthetic_run(day: int, figures: int, seed: int) -> RunResults:
+    """`figures` measurements as a 64-rank cluster gives them: per rank, GEMM per dtype and
+    collective sweeps per size, each with 5 raw samples; values vary a few % from run to run."""
+    rng = random.Random(seed)
+    started = (dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(hours=day)).isoformat(timespec="seconds")
+    info = RunInfo(cluster="scale", profile={"name": "scale", "files": []}, hosts=[f"node{i}" for i in range(8)],
+                   world_size=64, launcher="torchrun", backend="nccl", started_at=started, command_line=[],
+                   versions={"clusterbench": "0.1.0"}, devices=[DEVICE], quick=False, finished_at=started)
+    measurements = []
+    for index in range(figures):
+        rank, kind = index % 64, index // 64
+        value = (100.0 + kind) * rng.gauss(1.0, 0.02)
+        params = {"size_bytes": 1024 * (kind + 1), "ranks": 64, "dtype": "bf16", "backend": "nccl"}
+        measurements.append(Measurement("allreduce.busbw_gbps", value, "GB/s", params,
+                                        Location(f"node{rank // 8}", rank, f"cuda:{rank % 8}"),
+                                        samples=[value * rng.gauss(1.0, 0.01) for _ in range(5)]))
+    return RunResults(run=info, measurements=measurements)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--figures", type=int, default=10_000)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/history-scale"))
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--reuse", action="store_true", help="compare against the history a previous call stored")
+    args = parser.parse_args()
+    args.dir.mkdir(parents=True, exist_ok=True)
+    path = args.dir / "history.sqlite"
+    if not args.reuse:
+        store_runs(path, args.runs, args.figures)
+    current = synthetic_run(args.runs + 1, args.figures, seed=12345)
+    for m in current.measurements[:10]:
+        m.value *= 0.7  # ten clear regressions among the 10,000 figures
+    key = RunKey("scale", run_fingerprint(current.to_json()["run"])[0], False)
+    spec = parse_compare_spec(f"window:{args.runs}")
+    timings = []
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        with HistoryStore.open(path, read_only=True) as store:
+            outcome = compare_run(store, current.measurements, key, spec, RegressionRule(), Verdict.FAIL, {"allreduce.busbw_gbps"})
+        timings.append(time.perf_counter() - start)
+    failures = [c for c in outcome.checks if c.verdict is Verdict.FAIL]
+    planted = {(m.location.rank, json.dumps(m.params, sort_keys=True)) for m in current.measurements[:10]}
+    caught = sum((c.location.rank, json.dumps(c.params, sort_keys=True)) in planted for c in failures)
+    print(f"compare {args.figures} figures against window:{args.runs}: median {statistics.median(timings):.2f} s "
+          f"(min {min(timings):.2f}, max {max(timings):.2f}, {args.repeat} repetitions); "
+          f"{len(failures)} regressions flagged, {caught} of the 10 planted (-30%) among them; "
+          f"summary: {outcome.checks[0].message}")
+    return 0
+
+
+def store_runs(path: Path, runs: int, figures: int) -> None:
+    for stale in (path, Path(f"{path}-journal")):
+        stale.unlink(missing_ok=True)
+    HistoryStore.open(path).close()
+    empty = file_size(path)
+    store_times = []
+    for day in range(runs):
+        data = synthetic_run(day, figures, seed=day).to_json()
+        start = time.perf_counter()
+        with HistoryStore.open(path) as store:
+            store.record(data)
+        store_times.append(time.perf_counter() - start)
+    grown = file_size(path) - empty
+    print(f"stored {runs} runs x {figures} figures: file {file_size(path) / 1e6:.1f} MB, "
+          f"growth {grown / runs / 1e6:.2f} MB per run ({grown / runs / figures:.0f} bytes per figure); "
+          f"store time median {statistics.median(store_times):.2f} s per run")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
