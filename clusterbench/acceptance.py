@@ -228,7 +228,9 @@ class AcceptanceRun:
                 settings = replace(settings, targets=self.storage_targets)
             world = self.exchange.world
             hosts = dict(self.exchange.hosts) if world.is_distributed else None
-            self._storage = StorageRuns(settings, self.quick, self.location, world.rank, hosts)
+            self._storage = StorageRuns(
+                settings, self.quick, self.location, world.rank, hosts, self.profile.settings.collective_timeout_s
+            )
         return self._storage
 
     @property

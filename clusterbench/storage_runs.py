@@ -9,6 +9,7 @@ through torch.distributed.checkpoint; elsewhere each rank saves its own.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -36,6 +37,7 @@ class StorageRuns:
     rank: int
     # Under a launcher, every rank's host; None in a world of one.
     hosts: dict[int, str] | None = None
+    timeout_s: float = 300.0  # the run's collective deadline, for the checkpoint group's collectives
     _results: dict[str, object] = field(default_factory=dict)  # target -> StorageResult or the error
     _group: "CheckpointGroup | None" = None
     _group_made: bool = False
@@ -57,7 +59,10 @@ class StorageRuns:
 
                 from clusterbench.probes.storage import CheckpointGroup
 
-                group = None if len(ranks) == len(self.hosts) else dist.new_group(list(ranks))
+                # With the run's deadline: torch's default (30 minutes for Gloo) would hold the
+                # group for that long after a rank died.
+                timeout = dt.timedelta(seconds=self.timeout_s)
+                group = None if len(ranks) == len(self.hosts) else dist.new_group(list(ranks), timeout=timeout)
                 if self.rank in ranks:
                     self._group = CheckpointGroup(group, ranks.index(self.rank), len(ranks))
         return self._group

@@ -11,6 +11,8 @@ its figures, which rank 0 holds (every group includes rank 0).
 
 from __future__ import annotations
 
+import datetime as dt
+
 import os
 from dataclasses import dataclass, field
 
@@ -59,7 +61,7 @@ def training_plan(preset: str, parallel: str, *, on_gpu: bool, quick: bool):
     return TrainingPlan(config, "bf16" if on_gpu else "fp32", warmup, steps, parallel, split_steps=max(3, steps // 2))
 
 
-def _run_ladder(plan, hosts: dict[int, str], device, *, corrupt_rank: int | None = None) -> list[GroupRun]:
+def _run_ladder(plan, hosts: dict[int, str], device, timeout_s: float, *, corrupt_rank: int | None = None) -> list[GroupRun]:
     """Train every group of the ladder; every rank takes part in each group it belongs to. Returns
     this rank's view of its groups (rank 0: all of them)."""
     import torch.distributed as dist
@@ -69,8 +71,10 @@ def _run_ladder(plan, hosts: dict[int, str], device, *, corrupt_rank: int | None
     rank = dist.get_rank()
     runs = []
     for members in training_ladder(hosts):
-        # Every rank creates every group, in the same order, as torch.distributed requires.
-        group = dist.new_group(list(members.ranks)) if len(members.ranks) > 1 else None
+        # Every rank creates every group, in the same order, as torch.distributed requires; with the
+        # run's deadline, since torch's default (30 minutes for Gloo) would hold a dead rank's peers.
+        timeout = dt.timedelta(seconds=timeout_s)
+        group = dist.new_group(list(members.ranks), timeout=timeout) if len(members.ranks) > 1 else None
         if rank in members.ranks:
             result = train(plan, device, group, rank_in_group=members.ranks.index(rank), corrupt_rank=corrupt_rank)
             runs.append(GroupRun(members.ranks, members.span, result))
@@ -91,11 +95,11 @@ def _cpu_threads(backend: str, ranks_on_this_host: int) -> int:
     return max(1, cores // ranks_on_this_host) if backend == "gloo" else cores
 
 
-def _local_worker(rank: int, world_size: int, plan, host: str, backend: str, corrupt_rank: int | None):
+def _local_worker(rank: int, world_size: int, plan, host: str, backend: str, timeout_s: float, corrupt_rank: int | None):
     from clusterbench.probes.training.loop import threads
 
     with threads(_cpu_threads(backend, world_size)):
-        runs = _run_ladder(plan, {r: host for r in range(world_size)}, _device(backend), corrupt_rank=corrupt_rank)
+        runs = _run_ladder(plan, {r: host for r in range(world_size)}, _device(backend), timeout_s, corrupt_rank=corrupt_rank)
     return runs if rank == 0 else None  # rank 0 holds every group; the others need not ship theirs
 
 
@@ -141,11 +145,11 @@ class TrainingRuns:
 
             here = self.hosts.get(dist.get_rank())
             with threads(_cpu_threads(self.backend, sum(1 for h in self.hosts.values() if h == here))):
-                return _run_ladder(self.plan, self.hosts, _device(self.backend), corrupt_rank=self.corrupt_rank)
+                return _run_ladder(self.plan, self.hosts, _device(self.backend), self.timeout_s, corrupt_rank=self.corrupt_rank)
         from clusterbench.probes.local_ranks import run_local_ranks
 
         results = run_local_ranks(
-            _local_worker, self.ranks, args=(self.plan, self.location.host, self.backend, self.corrupt_rank),
+            _local_worker, self.ranks, args=(self.plan, self.location.host, self.backend, self.timeout_s, self.corrupt_rank),
             backend=self.backend,
             # Each group's barrier must come within the collective deadline; the ladder gets a few.
             timeout=SWEEP_DEADLINES * self.timeout_s, collective_timeout=self.timeout_s,

@@ -124,3 +124,15 @@ def test_aggregate_sums_throughput_takes_worst_latency_and_n_times_slowest_check
     read = combined["storage.seqread_gbps"]
     assert read.params == {"target": "/shared", "ranks": 2} and read.samples == [2.0, 3.0]
     assert read.location.device == "aggregate of 2 ranks" and read.details["by_rank"] == {"node0/0": 2.0, "node1/1": 3.0}
+
+
+def test_each_devices_peer_median_is_the_median_of_all_the_others():
+    import random
+    import statistics
+
+    from clusterbench.judge import _leave_one_out_medians
+
+    rng = random.Random(7)
+    for size in (3, 4, 5, 8, 9, 33):
+        values = [rng.choice([1.0, 2.0, rng.random()]) for _ in range(size)]  # ties included
+        assert _leave_one_out_medians(values) == [statistics.median(values[:i] + values[i + 1:]) for i in range(size)]

@@ -10,7 +10,7 @@ import pytest
 
 from clusterbench.model import Location
 from clusterbench.probes.local_ranks import LocalRanksError, run_local_ranks
-from clusterbench.probes.storage import CheckpointGroup, CheckpointPlan, StorageRunError, Workspace, probe_target
+from clusterbench.probes.storage import CheckpointGroup, CheckpointPlan, Workspace, probe_target
 from clusterbench.probes.storage.distributed_checkpoint import (
     DCP_FILE_NAMES,
     ENGINE,
