@@ -55,6 +55,7 @@ name = "shared-fs"
 [storage]
 targets = ["{target}"]
 shared = ["{target}"]
+working_size_bytes = 33554432  # 32 MiB: small files keep this two-rank test short
 
 [[expect]]
 metric = "checkpoint.save_gbps"
@@ -110,7 +111,8 @@ def test_one_rank_per_node_measures_once_for_the_node(tmp_path):
     target = tmp_path / "local-disk"
     target.mkdir()
     profile = tmp_path / "per-node.toml"
-    profile.write_text(f'[cluster]\nname = "per-node"\n[storage]\ntargets = ["{target}"]\nranks = "one-per-node"\n')
+    profile.write_text(f'[cluster]\nname = "per-node"\n[storage]\ntargets = ["{target}"]\nranks = "one-per-node"\n'
+                       'working_size_bytes = 33554432\n')  # 32 MiB: small files keep this test short
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={free_port()}",
                "-m", "pytest", "-p", "no:cacheprovider", "--quick", f"--cluster={profile}",
                f"--report-dir={tmp_path / 'report'}", "-m", "storage", "-k", "metadata"]
