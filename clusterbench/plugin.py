@@ -138,6 +138,16 @@ def _is_acceptance_item(item: pytest.Item) -> bool:
     return isinstance(item, CoverageItem) or FIXTURE in getattr(item, "fixturenames", ())
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """Once a rank has gone missing, a test's body would only wait out another deadline in its
+    collectives: it is not run, and fails on every surviving rank as its settling says anyway."""
+    run = item.config.stash.get(RUN_KEY, None)
+    broken = getattr(run.exchange, "broken", None) if run is not None else None
+    if broken and _is_acceptance_item(item):
+        pytest.fail(f"not run: {broken}", pytrace=False)
+
+
 def _local_message(report: pytest.TestReport) -> str:
     if report.skipped and isinstance(report.longrepr, tuple):
         return report.longrepr[2]
