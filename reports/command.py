@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 from clusterbench.errors import ClusterbenchError
-from clusterbench.reports.render import render_reports
 from clusterbench.results import RunResults
 
 
@@ -43,6 +42,9 @@ def run_report(args: argparse.Namespace) -> int:
     results_path = Path(args.results)
     results = load_results(results_path)
     out_dir = Path(args.out) if args.out else results_path.parent
+    # Imported here: matplotlib costs seconds, which `clusterbench history` need not pay.
+    from clusterbench.reports.render import render_reports
+
     for path in render_reports(results, out_dir, results_path):
         print(f"clusterbench: wrote {path}")
     return 0

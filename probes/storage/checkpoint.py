@@ -24,7 +24,7 @@ from clusterbench.metrics import METRICS
 from clusterbench.model import Location, Measurement
 from clusterbench.probes.stats import summarize
 from clusterbench.probes.storage.errors import StorageIntegrityError, StorageRunError
-from clusterbench.probes.storage.filesystem import TargetFacts, drop_cached_pages, resident_fraction
+from clusterbench.probes.storage.filesystem import TargetFacts, evict_file
 from clusterbench.probes.storage.workloads import GiB, MiB
 from clusterbench.probes.storage.workspace import Workspace, human_bytes
 
@@ -118,12 +118,7 @@ def _one_round(workspace: Workspace, state: dict[str, Any], name: str) -> Checkp
             os.fsync(file.fileno())
         saved = time.perf_counter()
         size = os.path.getsize(path)
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            drop_cached_pages(fd)
-        finally:
-            os.close(fd)
-        cached = resident_fraction(path)
+        cached = evict_file(path)
         load_start = time.perf_counter()
         with open(path, "rb") as file:
             loaded = torch.load(file, map_location="cpu", weights_only=True)

@@ -13,7 +13,6 @@ longest time, as MLPerf Storage counts checkpointing.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import time
@@ -33,7 +32,7 @@ from clusterbench.probes.storage.checkpoint import (
     training_state,
 )
 from clusterbench.probes.storage.errors import StorageIntegrityError, StorageRunError
-from clusterbench.probes.storage.filesystem import TargetFacts, drop_cached_pages, resident_fraction
+from clusterbench.probes.storage.filesystem import TargetFacts, evict_file
 from clusterbench.probes.storage.workspace import Workspace
 
 ENGINE = "torch.distributed.checkpoint"
@@ -131,14 +130,7 @@ def withdraw_from_checkpoint(group: CheckpointGroup, target: str, host: str, rea
 
 def _evict(directory: Path) -> float | None:
     """Advise the kernel to drop the checkpoint's cached pages; the largest fraction still cached."""
-    fractions = []
-    for entry in directory.iterdir():
-        fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            drop_cached_pages(fd)
-        finally:
-            os.close(fd)
-        fractions.append(resident_fraction(entry))
+    fractions = [evict_file(entry) for entry in directory.iterdir()]
     return None if not fractions or None in fractions else max(f for f in fractions if f is not None)
 
 

@@ -107,6 +107,16 @@ _libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 
+def evict_file(path: Path) -> float | None:
+    """Drop a file's cached pages, then say how much of it is still cached (eviction is advice)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        drop_cached_pages(fd)
+    finally:
+        os.close(fd)
+    return resident_fraction(path)
+
+
 def resident_fraction(path: Path) -> float | None:
     """Fraction of the file's pages in the page cache right now (mincore(2)), None if unknown.
 
