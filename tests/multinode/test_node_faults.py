@@ -65,10 +65,13 @@ def test_missing_node_stops_torchrun_rendezvous_within_its_timeout(virtual_nodes
     agents = start_agents(cluster, cluster.nodes[:2], arguments, tmp_path, nnodes=3, join_timeout_s=join_timeout_s)
     elapsed = wait_for_agents(agents, timeout_s=join_timeout_s + 60)
     assert elapsed < join_timeout_s + 30
-    # The agent serving the rendezvous times out; the other loses it (closed, or its store gone).
+    # Whichever agent reaches join_timeout first times out and closes the rendezvous; which one that
+    # is, is a race (both wait the same timeout), so the other may see it closed or its store gone.
     assert all(agent.process.returncode != 0 for agent in agents)
-    assert "RendezvousTimeoutError" in agents[0].output(), agents[0].output()[-2000:]
-    assert re.search(r"Rendezvous(Timeout|Closed|Connection)Error", agents[1].output()), agents[1].output()[-2000:]
+    outputs = [agent.output() for agent in agents]
+    assert any("RendezvousTimeoutError" in output for output in outputs), outputs[0][-2000:]
+    for output in outputs:
+        assert re.search(r"Rendezvous(Timeout|Closed|Connection)Error", output), output[-2000:]
     assert not (tmp_path / "report" / "results.json").exists()  # no rank ever started
 
 
