@@ -51,6 +51,8 @@ class Exchange(Protocol):
 
     def settle(self, tag: str, payload: dict[str, Any], decide: DecideFn) -> Decision: ...
 
+    def agree_to_start(self, problem: str | None) -> None: ...
+
     def leave(self) -> None: ...
 
 
@@ -64,6 +66,10 @@ class SoloExchange:
 
     def settle(self, tag: str, payload: dict[str, Any], decide: DecideFn) -> Decision:
         return decide({0: payload}, [])
+
+    def agree_to_start(self, problem: str | None) -> None:
+        if problem:
+            raise ClusterbenchError(problem)
 
     def leave(self) -> None:
         pass
@@ -153,6 +159,26 @@ class StoreExchange:
             decision.message = f"{note}\n{decision.message}".strip()
             decision.outcome, decision.verdict = "failed", "FAIL"
         return decision
+
+    def agree_to_start(self, problem: str | None) -> None:
+        """Rank 0 says whether the run may start (`problem` is what only it can check, such as its
+        history file); every rank learns it now. Without this a problem on rank 0 would leave the
+        other ranks waiting out the deadline for a rank 0 that has already gone."""
+        if self.world.rank == 0:
+            self.store.set("start", json.dumps({"problem": problem}))
+            if problem:
+                # Rank 0 hosts the store (under tcp://): stay until every rank has read the news,
+                # or a bounded while, so that they read a reason rather than a lost connection.
+                deadline = time.monotonic() + min(self.deadline_s, 10.0)
+                while int(self.store.add("start/read", 0)) < self.world.size - 1 and time.monotonic() < deadline:
+                    time.sleep(POLL_INTERVAL_S)
+                raise ClusterbenchError(problem)
+            return
+        self._wait_all(["start"], "waiting for rank 0 to start the run")
+        problem = json.loads(self.store.get("start"))["problem"]
+        self.store.add("start/read", 1)
+        if problem:
+            raise ClusterbenchError(f"rank 0 ({self.hosts.get(0, 'host unknown')}) cannot start the run: {problem}")
 
     def _await_decision(self, prefix: str) -> Decision:
         # Rank 0 may wait up to the deadline for a missing rank, then decide: allow for both.

@@ -18,7 +18,7 @@ from clusterbench.catalog import resolve_cluster
 from clusterbench.distributed import join_world
 from clusterbench.errors import ClusterbenchError
 from clusterbench.history.benchmark_json import clusterbench_section
-from clusterbench.history.session import REGRESSION_ITEM_NAME, check_history, history_options
+from clusterbench.history.session import REGRESSION_ITEM_NAME, HistoryOptions, check_history, history_options
 from clusterbench.metrics import FAMILIES
 from clusterbench.options import pytest_addoption  # noqa: F401  (a hook: pytest finds it here)
 from clusterbench.reports.junit import junit_properties
@@ -107,9 +107,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     try:
         profile = resolve_cluster(config.getoption("cluster"), profiles_dir)
         history = history_options(config.getoption)
-        if config.stash[WORLD_KEY].rank == 0:
-            check_history(history)  # before measuring: a bad history file fails now, not after the run
         exchange = join_world(config.stash[WORLD_KEY], profile.settings.collective_timeout_s)
+        # Before measuring, on every rank: a bad history file (rank 0's) fails now, not after the run.
+        exchange.agree_to_start(_history_problem(history) if config.stash[WORLD_KEY].rank == 0 else None)
     except ClusterbenchError as exc:
         raise pytest.UsageError(str(exc)) from None
     run = AcceptanceRun.start(
@@ -126,6 +126,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items.append(CoverageItem.from_parent(session, name=COVERAGE_ITEM_NAME))
     if history.compare is not None:
         items.append(RegressionItem.from_parent(session, name=REGRESSION_ITEM_NAME))
+
+
+def _history_problem(history: HistoryOptions) -> str | None:
+    try:
+        check_history(history)
+    except ClusterbenchError as exc:
+        return str(exc)
+    return None
 
 
 @pytest.fixture

@@ -203,3 +203,27 @@ def test_pairwise_and_scaling_across_four_nodes(tmp_path):
     assert all(m["value"] > 0 and m["params"]["round"] == 1 for m in pairs)
     scaling = {(m["params"]["ranks"], m["params"]["span"]) for m in data["measurements"] if m["metric"].startswith("scaling.")}
     assert scaling == {(2, "inter-node"), (4, "inter-node")}
+
+
+def test_a_bad_history_file_stops_every_rank_at_once_with_one_line(tmp_path):
+    """Only rank 0 reads the history file; the other ranks must hear of its problem at once rather
+    than wait out the deadline for a rank 0 that has gone."""
+    history = tmp_path / "history.sqlite"
+    history.write_text("not a database\n")
+    deadline_s = 60
+    arguments = [f"--cluster={profile(tmp_path, deadline_s)}", f"--report-dir={tmp_path / 'report'}",
+                 f"--history={history}", "-m", "compute", "-k", "fp32"]
+    started = time.monotonic()
+    procs = start_ranks(tmp_path, arguments, cwd=REPO_ROOT)
+    outputs = [proc.communicate(timeout=deadline_s + 60)[0] for proc in procs]
+    assert time.monotonic() - started < deadline_s / 2, "a rank waited for the deadline"
+    for rank, (proc, output) in enumerate(zip(procs, outputs)):
+        if rank:  # ranks other than 0 write to their own log, as in every run
+            output = (tmp_path / "report" / "logs" / f"rank-{rank}.log").read_text()
+        assert proc.returncode == 4, output  # pytest's usage error
+        assert "Traceback" not in output
+        errors = [line for line in output.splitlines() if line.startswith("ERROR:")]
+        assert len(errors) == 1 and "not an SQLite database" in errors[0] and str(history) in errors[0], output
+        if rank:
+            assert errors[0].startswith(f"ERROR: rank 0 ({socket.gethostname()}) cannot start the run: ")
+    assert history.read_text() == "not a database\n"  # left as it was

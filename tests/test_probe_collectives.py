@@ -200,4 +200,4 @@ def sweep_with_an_absent_peer(rank: int, world_size: int, timeout: float):
 def test_a_sweep_waiting_on_an_absent_peer_raises_at_its_timeout():
     (message, elapsed), _ = run_local_ranks(sweep_with_an_absent_peer, 2, args=(1.5,), timeout=30)
     assert "timed out" in message.lower()
-    assert 1.5 <= elapsed < 3.0
+    assert 1.5 <= elapsed < 1.5 + 5  # gave up at its timeout, with room for a loaded CI machine
