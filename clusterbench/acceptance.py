@@ -35,7 +35,7 @@ from clusterbench.judge import (
 from clusterbench.metrics import METRICS
 from clusterbench.model import Check, Location, Measurement, NotMeasured, ProbeFailed, Verdict
 from clusterbench.profile import Profile
-from clusterbench.reports.results_json import RESULTS_FILENAME, write_results_json
+from clusterbench.reports.results_json import RESULTS_FILENAME, GrowingResultsFile
 from clusterbench.results import NO_EXPECTATION, RunInfo, RunResults, TestOutcome, utc_now
 from clusterbench.runinfo import describe_profile, host_versions, recorded_environment
 
@@ -137,6 +137,7 @@ class AcceptanceRun:
     history_notes: list[str] = field(default_factory=list)  # lines for the summary: stored, calibrated
     history_error: str | None = None  # storing or calibrating failed: the session exits non-zero
     _training: "TrainingRuns | None" = None
+    _results_file: GrowingResultsFile | None = None  # made on first write: report_dir is known by then
 
     @classmethod
     def start(
@@ -362,15 +363,18 @@ class AcceptanceRun:
         if not self.is_reporter:
             return
         add_trends(self)  # regression checks joined self.results when the regressions item settled
-        self._write()
+        self._write(exact=True)
         self._render_reports()
         store_and_calibrate(self)
 
-    def _write(self) -> None:
+    def _write(self, exact: bool = False) -> None:
         """Write results.json; a failure (full disk, lost mount) is kept as one line, not raised,
-        so the run goes on measuring and the session ends with that line and a non-zero exit."""
+        so the run goes on measuring and the session ends with that line and a non-zero exit.
+        `exact`: encode every record afresh (the final write) instead of reusing earlier lines."""
+        if self._results_file is None:
+            self._results_file = GrowingResultsFile(self.report_dir)
         try:
-            path = write_results_json(self.results, self.report_dir)
+            path = self._results_file.write(self.results, exact=exact)
         except OSError as exc:
             self.write_error = f"cannot write {self.report_dir / 'results.json'}: {exc.strerror or exc}"
             log.error("clusterbench: %s", self.write_error)

@@ -121,6 +121,10 @@ class StoreExchange:
         try:
             self.store.set(f"{prefix}/{self.world.rank}", json.dumps(payload))
             self.store.add(f"{prefix}/arrived", 1)
+            if self._sequence > 1:
+                # Rank 0 read this rank's previous payload before deciding that test: drop it, so
+                # the store holds at most two tests' payloads rather than the whole run's.
+                self.store.delete_key(f"settle/{self._sequence - 1}/{self.world.rank}")
             if self.world.rank == 0:
                 decision = self._decide(prefix, tag, decide)
                 self.store.set(f"{prefix}/decision", json.dumps(decision.to_json()))
@@ -138,16 +142,13 @@ class StoreExchange:
 
     def _decide(self, prefix: str, tag: str, decide: DecideFn) -> Decision:
         deadline = time.monotonic() + self.deadline_s
-        while int(self.store.add(f"{prefix}/arrived", 0)) < self.world.size and time.monotonic() < deadline:
+        while (arrived := int(self.store.add(f"{prefix}/arrived", 0))) < self.world.size and time.monotonic() < deadline:
             time.sleep(POLL_INTERVAL_S)
-        payloads: dict[int, dict[str, Any]] = {}
-        missing: list[int] = []
-        for rank in range(self.world.size):
-            key = f"{prefix}/{rank}"
-            if self._has(key):
-                payloads[rank] = json.loads(self.store.get(key))
-            else:
-                missing.append(rank)
+        payloads, missing = self._collect(prefix, everyone_arrived=arrived >= self.world.size)
+        if not missing and self._sequence > 1:
+            # Every rank has read the previous test's decision (it arrived here after it).
+            self.store.delete_key(f"settle/{self._sequence - 1}/decision")
+            self.store.delete_key(f"settle/{self._sequence - 1}/arrived")
         strays = sorted(r for r, p in payloads.items() if p.get("tag") != tag)
         decision = decide(payloads, missing)
         if strays:
@@ -159,6 +160,18 @@ class StoreExchange:
             decision.message = f"{note}\n{decision.message}".strip()
             decision.outcome, decision.verdict = "failed", "FAIL"
         return decision
+
+    def _collect(self, prefix: str, everyone_arrived: bool) -> tuple[dict[int, dict[str, Any]], list[int]]:
+        """Every rank's payload for one test, and the ranks that sent none."""
+        keys = [f"{prefix}/{rank}" for rank in range(self.world.size)]
+        if everyone_arrived and hasattr(self.store, "multi_get"):
+            # Each rank sets its key before it counts itself arrived, so all N keys are there: one
+            # request reads them all instead of N round trips (multi_get is in torch >= 2.5).
+            values = self.store.multi_get(keys)
+            return {rank: json.loads(value) for rank, value in enumerate(values)}, []
+        present = [rank for rank, key in enumerate(keys) if self._has(key)]
+        payloads = {rank: json.loads(self.store.get(keys[rank])) for rank in present}
+        return payloads, [rank for rank in range(self.world.size) if rank not in payloads]
 
     def agree_to_start(self, problem: str | None) -> None:
         """Rank 0 says whether the run may start (`problem` is what only it can check, such as its

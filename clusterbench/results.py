@@ -74,6 +74,15 @@ class Trend:
     current: float | None
 
 
+# The lists of records in results.json, in the file's order. A run only ever appends to them.
+RECORD_LISTS = ("tests", "measurements", "checks", "trends")
+
+
+def record_json(record: Any) -> dict[str, Any]:
+    """One element of a record list as JSON: Measurement and Check encode themselves (fast, by hand)."""
+    return record.to_json() if hasattr(record, "to_json") else asdict(record)
+
+
 @dataclass
 class RunResults:
     run: RunInfo
@@ -98,17 +107,12 @@ class RunResults:
             counts[check.verdict.value] += 1
         return counts
 
+    def header_json(self) -> dict[str, Any]:
+        """Everything but the record lists: small, and recomputed whenever the file is written."""
+        return {"schema": SCHEMA_VERSION, "run": asdict(self.run), "verdict": self.verdict, "counts": self.counts()}
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA_VERSION,
-            "run": asdict(self.run),
-            "verdict": self.verdict,
-            "counts": self.counts(),
-            "tests": [asdict(t) for t in self.tests],
-            "measurements": [m.to_json() for m in self.measurements],
-            "checks": [c.to_json() for c in self.checks],
-            "trends": [asdict(t) for t in self.trends],
-        }
+        return {**self.header_json(), **{key: [record_json(r) for r in getattr(self, key)] for key in RECORD_LISTS}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunResults":

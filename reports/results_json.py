@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterbench.reports.atomic import write_atomically
-from clusterbench.results import RunResults
+from clusterbench.results import RECORD_LISTS, RunResults, record_json
 
 RESULTS_FILENAME = "results.json"
 
@@ -23,13 +23,19 @@ def _dumps(value: Any) -> str:
 
 def results_text(document: dict[str, Any]) -> str:
     """The JSON text of `document`: top-level keys one per line, lists one element per line."""
+    encoded = {key: [_dumps(e) for e in value] if isinstance(value, list) else _dumps(value) for key, value in document.items()}
+    return _assemble(encoded)
+
+
+def _assemble(encoded: dict[str, str | list[str]]) -> str:
+    """The file's text from already encoded values: a string per key, or a string per list element."""
     lines = []
-    for key, value in document.items():
+    for key, value in encoded.items():
         if isinstance(value, list) and value:
-            elements = ",\n".join(f"    {_dumps(element)}" for element in value)
+            elements = ",\n".join(f"    {element}" for element in value)
             lines.append(f"  {_dumps(key)}: [\n{elements}\n  ]")
         else:
-            lines.append(f"  {_dumps(key)}: {_dumps(value)}")
+            lines.append(f"  {_dumps(key)}: {'[]' if isinstance(value, list) else value}")
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
@@ -39,3 +45,32 @@ def write_results_json(results: RunResults, report_dir: Path) -> Path:
     target = report_dir / RESULTS_FILENAME
     write_atomically(target, results_text(results.to_json()))
     return target
+
+
+class GrowingResultsFile:
+    """results.json rewritten after every test of a run without encoding every record again.
+
+    A run rewrites the file after each test so that a crash loses nothing measured; re-encoding
+    every record each time made that O(tests^2 x ranks) encoding work (seconds a test at thousands
+    of ranks). Records are only ever appended, so each is encoded once and its line kept; `write`
+    encodes the new ones and the small header. `write(exact=True)` (the run's final write)
+    encodes everything afresh, so the last file is exactly `results.to_json()` even if a record
+    was changed after it was first written.
+    """
+
+    def __init__(self, report_dir: Path):
+        self.report_dir = report_dir
+        self._lines: dict[str, list[str]] = {key: [] for key in RECORD_LISTS}
+
+    def write(self, results: RunResults, *, exact: bool = False) -> Path:
+        encoded: dict[str, str | list[str]] = {key: _dumps(value) for key, value in results.header_json().items()}
+        for key in RECORD_LISTS:
+            records, lines = getattr(results, key), self._lines[key]
+            if exact or len(records) < len(lines):
+                lines.clear()
+            lines.extend(_dumps(record_json(r)) for r in records[len(lines):])
+            encoded[key] = lines
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        target = self.report_dir / RESULTS_FILENAME
+        write_atomically(target, _assemble(encoded))
+        return target

@@ -13,6 +13,7 @@ import pytest
 from clusterbench.errors import ClusterbenchError
 from clusterbench.model import Better, Check, Location, Verdict
 from clusterbench.reports.command import load_results, run_report
+from clusterbench.reports.results_json import GrowingResultsFile, results_text
 from clusterbench.results import RunResults
 from clusterbench.runinfo import REDACTED, recorded_environment
 
@@ -30,6 +31,27 @@ def test_from_json_inverts_to_json_for_every_kind_of_record():
     assert again.checks == results.checks and again.measurements == results.measurements
     assert again.run == results.run and again.tests == results.tests
 
+
+
+def test_the_file_rewritten_after_every_test_is_always_the_whole_run(tmp_path):
+    """GrowingResultsFile reuses the lines of records it wrote before; after each write the file must
+    still be exactly the run so far, and the exact (final) write must catch a record changed later."""
+    complete, _ = synthetic_results(2, hostile=True)
+    growing = RunResults(run=complete.run)
+    writer = GrowingResultsFile(tmp_path / "out")
+    path = None
+    for step in range(4):  # the run grows a test at a time, each adding records to every list
+        for key in ("tests", "measurements", "checks", "trends"):
+            records = getattr(complete, key)
+            getattr(growing, key).extend(records[step * len(records) // 4:(step + 1) * len(records) // 4])
+        path = writer.write(growing)
+        assert path.read_text() == results_text(growing.to_json())
+    assert json.loads(path.read_text()) == complete.to_json()
+    growing.measurements[0].value *= 2  # changed after it was written: only an exact write sees it
+    assert json.loads(writer.write(growing).read_text())["measurements"][0]["value"] != growing.measurements[0].value
+    assert writer.write(growing, exact=True).read_text() == results_text(growing.to_json())
+    growing.checks.clear()  # a list that shrank is encoded afresh, never served from old lines
+    assert json.loads(writer.write(growing).read_text())["checks"] == []
 
 def test_check_from_json_keeps_a_missing_location_and_recomputes_the_margin():
     check = Check("train.step_time_ms", {"ranks": 8}, Verdict.WARN, 110.0, 100.0, "ms", "baseline", "last week", "slow",

@@ -103,6 +103,7 @@ class ScaleFigures:
     render_s: float | None
     render_error: str | None
     report_bytes: dict[str, int]
+    store_keys_at_end: int  # keys the store still holds after the last test (it does not grow with tests)
 
 
 def host_of(rank: int, per_node: int) -> str:
@@ -180,6 +181,8 @@ def simulate(ranks: int, per_node: int, per_rank_tests: int, world_tests: int, o
         prefix = f"settle/{sequence}"
         read_bytes = 0
         for rank in range(1, ranks):
+            if sequence > 1:  # as each rank's settle does: its previous payload has been read
+                store.delete_key(f"settle/{sequence - 1}/{rank}")
             payload = gemm_payload(rank, per_node, rng) if kind == "per_rank" else IDLE_PAYLOAD
             text = json.dumps({**payload, "tag": nodeid})
             read_bytes += len(text)
@@ -237,7 +240,7 @@ def simulate(ranks: int, per_node: int, per_rank_tests: int, world_tests: int, o
         judge_s_world_test=statistics.median(times["world"].judge_s),
         write_s_last=all_writes[-1], write_s_total=sum(all_writes),
         results_json_bytes=results_path.stat().st_size, finish_write_s=finish_write_s,
-        render_s=render_s, render_error=render_error, report_bytes=reports,
+        render_s=render_s, render_error=render_error, report_bytes=reports, store_keys_at_end=store.num_keys(),
     )
 
 
@@ -249,7 +252,7 @@ def describe(f: ScaleFigures) -> str:
         (f"  payload per rank: {f.per_rank_payload_bytes} B in a per-rank test (GEMM, {GEMM_SAMPLES} samples), "
          f"{f.idle_rank_payload_bytes} B without figures; rank 0's sweep {f.rank0_sweep_payload_bytes} B"),
         (f"  rank 0 reads per per-rank test: {f.store_bytes_per_per_rank_test / mb:.1f} MB through the store; "
-         f"decision {f.decision_bytes} B read by each of {f.ranks - 1} ranks"),
+         f"decision {f.decision_bytes} B read by each of {f.ranks - 1} ranks; {f.store_keys_at_end} keys left in the store"),
         f"  per-rank test: gather {f.gather_s_per_rank_test:.2f} s, judge {f.judge_s_per_rank_test:.2f} s",
         f"  world-wide test: gather {f.gather_s_world_test:.2f} s, judge {f.judge_s_world_test:.3f} s",
         (f"  results.json: {f.results_json_bytes / mb:.1f} MB; last per-test write {f.write_s_last:.2f} s, "
