@@ -21,6 +21,7 @@ from clusterbench.history.benchmark_json import clusterbench_section
 from clusterbench.history.session import REGRESSION_ITEM_NAME, HistoryOptions, check_history, history_options
 from clusterbench.metrics import FAMILIES
 from clusterbench.options import pytest_addoption  # noqa: F401  (a hook: pytest finds it here)
+from clusterbench.reports.atomic import check_writable_directory
 from clusterbench.reports.junit import junit_properties
 from clusterbench.reports.terminal import render_summary
 from clusterbench.world import World, detect_world
@@ -108,14 +109,16 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         profile = resolve_cluster(config.getoption("cluster"), profiles_dir)
         history = history_options(config.getoption)
         exchange = join_world(config.stash[WORLD_KEY], profile.settings.collective_timeout_s)
-        # Before measuring, on every rank: a bad history file (rank 0's) fails now, not after the run.
-        exchange.agree_to_start(_history_problem(history) if config.stash[WORLD_KEY].rank == 0 else None)
+        # Before measuring, on every rank: a report directory or history file that rank 0 cannot
+        # write fails the run now, not after hours of measuring.
+        report_dir = Path(config.getoption("report_dir"))
+        exchange.agree_to_start(_start_problem(report_dir, history) if config.stash[WORLD_KEY].rank == 0 else None)
     except ClusterbenchError as exc:
         raise pytest.UsageError(str(exc)) from None
     run = AcceptanceRun.start(
         profile=profile,
         exchange=exchange,
-        report_dir=Path(config.getoption("report_dir")),
+        report_dir=report_dir,
         quick=config.getoption("quick"),
         narrowed=_suite_was_narrowed(config),
         command_line=list(config.invocation_params.args),
@@ -128,8 +131,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items.append(RegressionItem.from_parent(session, name=REGRESSION_ITEM_NAME))
 
 
-def _history_problem(history: HistoryOptions) -> str | None:
+def _start_problem(report_dir: Path, history: HistoryOptions) -> str | None:
+    """What stops rank 0 from keeping this run's results, found before anything is measured."""
     try:
+        check_writable_directory(report_dir, "--report-dir")
         check_history(history)
     except ClusterbenchError as exc:
         return str(exc)

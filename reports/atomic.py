@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from clusterbench.errors import ClusterbenchError
+
 
 def write_atomically(path: Path, text: str) -> None:
     """Replace `path` with `text` (UTF-8), fsync'd; on any failure the old file stays as it was."""
@@ -21,3 +23,17 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def check_writable_directory(path: Path, option: str) -> None:
+    """Make `path` if need be and prove a file can be written in it, before a run measures for
+    hours only to find it cannot keep the results. One line naming `option` when it cannot."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".clusterbench-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except FileExistsError:
+        raise ClusterbenchError(f"{option} {path}: not a directory (a file of that name is in the way)") from None
+    except OSError as exc:
+        raise ClusterbenchError(f"{option} {path}: cannot write there: {exc.strerror or exc}") from None

@@ -195,15 +195,32 @@ def test_malformed_profile_names_file_and_line(tmp_path):
     assert f"{profile}: invalid TOML" in run.stderr and "line 5" in run.stderr
 
 
-def test_unwritable_report_dir_is_one_line_and_a_non_zero_exit(tmp_path):
+def test_a_report_dir_that_cannot_be_written_stops_the_run_before_it_measures(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--quick", "--cluster=local",
                f"--report-dir={blocker}", "-m", "compute", "-k", "fp32"]
     proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 4, output  # pytest's usage error
+    assert "Traceback" not in output and "gemm.tflops" not in output  # stopped before measuring
+    errors = [line for line in output.splitlines() if line.startswith("ERROR:")]
+    assert errors == [f"ERROR: --report-dir {blocker}: not a directory (a file of that name is in the way)"], output
+    assert blocker.read_text() == "not a directory"
+
+
+def test_results_that_cannot_be_written_mid_run_are_one_line_and_a_non_zero_exit(tmp_path):
+    """The directory was writable at the start; writing results.json fails later (here a directory
+    is in its place, as a full disk or a lost mount would make it fail): what was measured is still
+    shown, and the session fails with one line."""
+    report_dir = tmp_path / "report"
+    (report_dir / "results.json").mkdir(parents=True)
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--quick", "--cluster=local",
+               f"--report-dir={report_dir}", "-m", "compute", "-k", "fp32"]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert f"clusterbench: ERROR: cannot write {blocker}/results.json" in proc.stdout
+    assert f"clusterbench: ERROR: cannot write {report_dir}/results.json" in proc.stdout
     assert "gemm.tflops" in proc.stdout  # what was measured is still shown
 
 
