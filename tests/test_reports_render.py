@@ -16,7 +16,9 @@ from clusterbench.reports import atomic as atomic_module
 from clusterbench.reports.command import load_results
 from clusterbench.reports.render import ReportError, render_reports
 from clusterbench.reports.results_json import write_results_json
-from clusterbench.results import RunResults
+from clusterbench.reports.overview import build_overview
+from clusterbench import results as results_module  # its TestOutcome is no test class for pytest to collect
+from clusterbench.results import NO_EXPECTATION, RunResults
 
 from synthetic_run import (
     HOSTILE_CLUSTER,
@@ -226,3 +228,15 @@ def test_a_run_cut_short_says_so_at_the_top_of_both_reports(tmp_path):
     assert "results.json was not written" in html and "to not finished (unfinished)" in html
     summary = (tmp_path / "summary.md").read_text()
     assert summary.startswith("## clusterbench: **FAIL**") and "> **Interrupted:** the session was interrupted" in summary
+
+
+def test_the_banner_counts_tests_as_the_terminal_does():
+    """A test that measured with nothing to judge it against is 'no expectation', never 'passed'."""
+    results = _run_without_figures()
+    results.tests = [
+        results_module.TestOutcome("t::judged", "PASS", "passed"),
+        results_module.TestOutcome("t::unjudged_a", NO_EXPECTATION, "passed"),
+        results_module.TestOutcome("t::unjudged_b", NO_EXPECTATION, "passed"),
+        results_module.TestOutcome("t::absent", "NOT MEASURED", "skipped", "no GPU"),
+    ]
+    assert build_overview(results, None, None).tests == {"passed": 1, "no expectation": 2, "skipped": 1}
