@@ -220,6 +220,15 @@ def location_bars(title: str, unit: str, better: Better, bars: Sequence[Bar], me
     return _plot(draw, height, (MARGIN_IN["left"], bar_left_in) if many else (bar_left_in,))
 
 
+_ENGINEERING = EngFormatter(sep="")
+
+
+def _large_values_engineering(value: float, position=None) -> str:
+    """200k, 1.5M for large figures (plain text, no mathtext); 0.4, not "400m", below a thousand,
+    where an SI prefix would read as a different unit ("400m GB/s")."""
+    return _ENGINEERING(value, position) if abs(value) >= 1000 else f"{value:g}"
+
+
 def grouped_bars(title: str, unit: str, groups: Sequence[str], series: dict[str, Sequence[float | None]], log: bool = False) -> str:
     """Bars of several series side by side per group (e.g. IOPS per storage target, read and write)."""
 
@@ -233,7 +242,7 @@ def grouped_bars(title: str, unit: str, groups: Sequence[str], series: dict[str,
         ax.set_xticks(ticks, [shorten(g, 30) for g in groups], fontsize=7)
         if log:
             ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, 1.5M: plain text, no mathtext
+        ax.yaxis.set_major_formatter(FuncFormatter(_large_values_engineering))
         ax.set_ylabel(unit)
         ax.set_title(title, loc="left")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them

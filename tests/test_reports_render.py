@@ -240,3 +240,14 @@ def test_the_banner_counts_tests_as_the_terminal_does():
         results_module.TestOutcome("t::absent", "NOT MEASURED", "skipped", "no GPU"),
     ]
     assert build_overview(results, None, None).tests == {"passed": 1, "no expectation": 2, "skipped": 1}
+
+
+def test_bar_axes_never_put_an_si_prefix_before_a_unit_below_one_thousand():
+    """0.55 GB/s is ticked 0.4, 0.6, never "400m" (which reads as 400 milli-GB/s); IOPS still read 80k."""
+    from clusterbench.reports.plots import grouped_bars
+
+    below_one = grouped_bars("bandwidth per target", "GB/s", ["/data"], {"seqread": [0.55], "seqwrite": [0.46]})
+    ticks = re.findall(r">([^<>]+)</text>", below_one)
+    assert "0.4" in ticks and not any(re.fullmatch(r"[\d.]+m", t) for t in ticks), ticks
+    large = grouped_bars("IOPS per target", "IOPS", ["/data"], {"randread": [78038.0]})
+    assert "80k" in re.findall(r">([^<>]+)</text>", large)
