@@ -140,7 +140,8 @@ def peer_groups(measurements: list[Measurement]) -> list[PeerGroup]:
 def per_rank_measurements(measurements: list[Measurement]) -> list[Measurement]:
     """The PER_RANK_DETAILS figures as one Measurement per rank, from the largest group that kept
     them (where the most ranks took part), so that a slow rank is found like a slow GPU. A rank's
-    host is where any other figure of that rank was measured ("rank N" where none was)."""
+    host is the one the figure's details name (`rank_hosts`), else where any other figure of that
+    rank was measured ("rank N" where neither says)."""
     hosts = {m.location.rank: m.location.host for m in measurements if m.location.rank >= 0 and m.location.host != "*"}
     found: list[Measurement] = []
     for metric, key in PER_RANK_DETAILS.items():
@@ -148,9 +149,10 @@ def per_rank_measurements(measurements: list[Measurement]) -> list[Measurement]:
         if not keeping:
             continue
         largest = max(keeping, key=lambda m: len(m.details[key]))
+        named = largest.details.get("rank_hosts") or {}
         for rank_text, value in largest.details[key].items():
             rank = int(rank_text)
-            where = Location(hosts.get(rank, f"rank {rank}"), rank, f"rank {rank}")
+            where = Location(named.get(rank_text) or hosts.get(rank, f"rank {rank}"), rank, f"rank {rank}")
             found.append(Measurement(metric, float(value), largest.unit, dict(largest.params), where))
     return found
 

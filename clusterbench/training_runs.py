@@ -161,8 +161,10 @@ class TrainingRuns:
         if not self._measurements:
             runs = self.runs()
             base = min(runs, key=lambda r: r.size)
+            # Ranks spawned by plain pytest all run on this host; under a launcher the world says where.
+            rank_hosts = self.hosts if self.distributed else {r: self.location.host for r in range(self.ranks)}
             measurements = [m for run in runs
-                            for m in group_measurements(run, self.plan, base, self.location, self.peak, self.price)]
+                            for m in group_measurements(run, self.plan, base, self.location, self.peak, self.price, rank_hosts)]
             largest = self.largest_efficient_ranks()
             for m in measurements:
                 if m.metric == EFFICIENCY_METRIC:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from clusterbench.model import Location, Measurement
-from clusterbench.outliers import DEVICE, NODE, find_stragglers, peer_groups
+from clusterbench.outliers import DEVICE, NODE, find_stragglers, peer_groups, per_rank_measurements
 
 
 def _gpu(host: str, gpu: int, value: float, metric: str = "gemm.tflops", **params) -> Measurement:
@@ -88,3 +88,15 @@ def test_the_terminal_summary_names_the_worst_stragglers_first():
     first_row = table.splitlines()[4]
     assert first_row.startswith(f"│ {faults.slow_node} ") and "memory.copy_gbps" in first_row  # the node, at node level
     assert f"{faults.slow_device[0]}/cuda:3" in table and "more in report.html" in table
+
+
+def test_a_training_groups_ranks_are_placed_on_the_hosts_its_details_name():
+    """Per-rank step times become one figure per rank, on the host the training run recorded; a rank
+    no figure places is 'rank N', never silently put on rank 0's host."""
+    params = {"preset": "tiny", "ranks": 3}
+    step = Measurement("train.step_time_ms", 30.0, "ms", params, Location("n0", 0, "3 ranks inter-node"),
+                       details={"rank_step_median_ms": {"0": 29.0, "1": 30.0, "2": 45.0},
+                                "rank_hosts": {"0": "n0", "1": "n0"}})
+    per_rank = per_rank_measurements([step])
+    assert [(m.location.host, m.location.rank, m.value) for m in per_rank] == [("n0", 0, 29.0), ("n0", 1, 30.0), ("rank 2", 2, 45.0)]
+    assert all(m.metric == "train.step_time_ms" and m.params == params for m in per_rank)

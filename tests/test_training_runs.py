@@ -40,6 +40,7 @@ def test_two_ddp_ranks_scale_split_communication_and_catch_a_corrupted_replica()
     step = figures[("train.step_time_ms", 2)]
     assert len(step.samples) == 8 and step.details["forward_backward_no_sync_ms"] is not None
     assert step.details["exposed_communication_ms"] >= 0 and set(step.details["rank_step_median_ms"]) == {"0", "1"}
+    assert step.details["rank_hosts"] == {"0": "localhost", "1": "localhost"}  # spawned ranks: all on this host
     tokens = figures[("train.tokens_per_s", 2)].value
     assert tokens == pytest.approx(2 * 8 * 64 / (step.value / 1e3))
     assert figures[("train.mfu", 2)].value == pytest.approx(895_488 * tokens / 2 / 1e12)

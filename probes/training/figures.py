@@ -83,8 +83,9 @@ def mismatched_ranks(run: GroupRun) -> list[tuple[int, str]]:
 
 
 def group_measurements(run: GroupRun, plan: TrainingPlan, base: GroupRun | None, location: Location,
-                       peak: Peak | None, price: Price | None) -> list[Measurement]:
-    """Every figure of one group size. `base` is the smallest group, for the scaling efficiency."""
+                       peak: Peak | None, price: Price | None, rank_hosts: dict[int, str]) -> list[Measurement]:
+    """Every figure of one group size. `base` is the smallest group, for the scaling efficiency;
+    `rank_hosts` names each rank's host, so that a slow rank is reported where it ran."""
     result = run.result
     params = {"preset": plan.config.name, "ranks": run.size, "span": run.span, "dtype": plan.dtype,
               "batch": plan.config.batch, "seq_len": plan.config.seq_len, "parallel": plan.parallel}
@@ -103,6 +104,7 @@ def group_measurements(run: GroupRun, plan: TrainingPlan, base: GroupRun | None,
         "compute_ms": None if exposed is None else (step.median - exposed) * 1e3,
         "split_not_measured": result.why_no_split,
         "rank_step_median_ms": {str(r): s * 1e3 for r, s in zip(run.ranks, result.rank_step_median_s)},
+        "rank_hosts": {str(r): rank_hosts[r] for r in run.ranks if r in rank_hosts},
         "warmup_steps": plan.warmup,
         # The ladder's parallelism names every size (one series in reports); one rank trains the bare model.
         "wrapped_as": result.parallel,
