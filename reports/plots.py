@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,8 @@ WIDTH_IN = 7.5  # fits an A4/Letter page at 100% and a laptop screen beside the 
 # Margins are set by hand from the labels' lengths: matplotlib's layout engines (constrained,
 # tight) draw each figure several times over, which would cost most of the rendering time.
 CHAR_IN = 0.062  # the width of one 7-point tick-label character, roughly
+TITLE_CHAR_IN = 0.075  # the same for the 9.5-point titles
+TITLE_LINE_IN = 0.17  # the height of one more title line
 MARGIN_IN = {"left": 0.7, "right": 0.15, "bottom": 0.5, "top": 0.35, "between": 0.9}
 GOOD, BAD, NEUTRAL, IDEAL, EXPECT = "#2f6fb0", "#c62828", "#8a8f98", "#2e7d32", "#ef6c00"
 RC = {
@@ -56,11 +59,12 @@ def to_svg(figure: Figure) -> str:
     return text[text.index("<svg"):]
 
 
-def _figure(height_in: float, lefts_in: Sequence[float], bottom_in: float, right_in: float) -> tuple[Figure, list]:
+def _figure(height_in: float, lefts_in: Sequence[float], bottom_in: float, right_in: float,
+            top_in: float = MARGIN_IN["top"]) -> tuple[Figure, list]:
     """A figure of side-by-side panels, each with room for its own y tick labels on its left."""
     figure = Figure(figsize=(WIDTH_IN, height_in))
     panel_in = (WIDTH_IN - sum(lefts_in) - right_in) / len(lefts_in)
-    plot_height_in = height_in - bottom_in - MARGIN_IN["top"]
+    plot_height_in = height_in - bottom_in - top_in
     axes, x_in = [], 0.0
     for left_in in lefts_in:
         x_in += left_in
@@ -71,10 +75,10 @@ def _figure(height_in: float, lefts_in: Sequence[float], bottom_in: float, right
 
 
 def _plot(draw, height_in: float, lefts_in: Sequence[float] = (MARGIN_IN["left"],),
-          bottom_in: float = MARGIN_IN["bottom"], right_in: float = MARGIN_IN["right"]) -> str:
+          bottom_in: float = MARGIN_IN["bottom"], right_in: float = MARGIN_IN["right"], top_in: float = MARGIN_IN["top"]) -> str:
     """Draw with `draw(figure, axes)` under the report's style and return the SVG."""
     with matplotlib.rc_context(RC):
-        figure, axes = _figure(height_in, lefts_in, bottom_in, right_in)
+        figure, axes = _figure(height_in, lefts_in, bottom_in, right_in, top_in)
         draw(figure, axes)
         return to_svg(figure)
 
@@ -187,9 +191,19 @@ def location_bars(title: str, unit: str, better: Better, bars: Sequence[Bar], me
     many = len(bars) > MAX_BARS
     if not many:
         shown.sort(key=lambda b: b.label)
-    height = max(1.6, 0.17 * len(shown) + 0.9)
     labels = [("! " if b.outlier else "") + shorten(b.label) for b in shown]
     bar_left_in = 0.25 + CHAR_IN * max(len(label) for label in labels)
+    lefts_in = (MARGIN_IN["left"], bar_left_in) if many else (bar_left_in,)
+    # A title of many params (a training group's) is wrapped rather than cut off at the figure's edge.
+    # It stands over the first panel, and with two panels may run on over the second one's labels.
+    panel_in = (WIDTH_IN - sum(lefts_in) - MARGIN_IN["right"]) / len(lefts_in)
+    title = f"{title}: all {len(bars)}" if many else title
+    title_width_in = panel_in + (bar_left_in if many else 0.0)
+    title_lines = textwrap.wrap(title.replace(",", ", "), max(20, int(title_width_in / TITLE_CHAR_IN))) or [title]
+    if len(title_lines) > 1:
+        title = "\n".join(title_lines)
+    extra_in = TITLE_LINE_IN * (len(title_lines) - 1)
+    height = max(1.6, 0.17 * len(shown) + 0.9) + extra_in
 
     def draw(figure, axes):
         bar_ax = axes[-1]
@@ -215,9 +229,9 @@ def location_bars(title: str, unit: str, better: Better, bars: Sequence[Bar], me
             hist_ax.axvline(median, color=NEUTRAL, linestyle="--", linewidth=1)
             hist_ax.set_xlabel(unit)
             hist_ax.set_ylabel("locations")
-            hist_ax.set_title(f"{title}: all {len(bars)}", loc="left")
+            hist_ax.set_title(title, loc="left")
 
-    return _plot(draw, height, (MARGIN_IN["left"], bar_left_in) if many else (bar_left_in,))
+    return _plot(draw, height, lefts_in, top_in=MARGIN_IN["top"] + extra_in)
 
 
 _ENGINEERING = EngFormatter(sep="")

@@ -73,7 +73,9 @@ def test_every_section_and_plot_is_present(hostile_run):
     assert page.tags.count("svg") == 4 + 4 + 2 + 3 + 3 + 2
     for title in ("allreduce.busbw_gbps", "gemm.tflops[dtype=bf16] per device", "memory.copy_gbps per node", "per rank",
                   "IOPS per target", "completion latency percentiles per target", "train.tokens_per_s["):
-        assert title in html.replace("&lt;", "<").replace("&gt;", ">"), title
+        # A long plot title is wrapped over lines (one <text> each): read them joined by a space.
+        svg_texts = " ".join(re.findall(r">([^<>]+)</text>", html))
+        assert title in (html + svg_texts).replace("&lt;", "<").replace("&gt;", ">"), title
     assert "target 360.0 GB/s (achievable" in html  # the expectation marked on the busbw plot
 
 
@@ -251,3 +253,16 @@ def test_bar_axes_never_put_an_si_prefix_before_a_unit_below_one_thousand():
     assert "0.4" in ticks and not any(re.fullmatch(r"[\d.]+m", t) for t in ticks), ticks
     large = grouped_bars("IOPS per target", "IOPS", ["/data"], {"randread": [78038.0]})
     assert "80k" in re.findall(r">([^<>]+)</text>", large)
+
+
+def test_a_long_plot_title_is_wrapped_not_cut_off():
+    from clusterbench.model import Better
+    from clusterbench.reports.plots import Bar, location_bars
+
+    title = "train.step_time_ms[batch=8,dtype=fp32,parallel=ddp,preset=tiny,ranks=2,seq_len=64,span=intra-node] per rank"
+    svg = location_bars(title, "ms", Better.LOWER, [Bar("n0/rank 0", 29.0, False), Bar("n0/rank 1", 30.0, False)], 29.5)
+    lines = [t for t in re.findall(r">([^<>]+)</text>", svg) if "=" in t]  # the title's lines: only they hold params
+    assert len(lines) == 2 and " ".join(lines) == title.replace(",", ", ")
+    short = location_bars("gemm.tflops per device", "TFLOP/s", Better.HIGHER, [Bar("a", 1.0, False), Bar("b", 1.0, False)], 1.0)
+    height = lambda svg: float(re.search(r'height="([\d.]+)pt"', svg).group(1))  # noqa: E731
+    assert height(svg) > height(short)  # the extra line got its own room
