@@ -24,6 +24,10 @@ def md(text: object, limit: int = MAX_CELL) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", line)
 
 
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -49,7 +53,7 @@ def render_markdown(o: Overview) -> str:
         "",
         f"{counts}  ",
         (
-            f"{len(o.hosts)} hosts · {o.world_size} ranks · launcher {md(o.launcher)} · "
+            f"{_counted(len(o.hosts), 'host')} · {_counted(o.world_size, 'rank')} · launcher {md(o.launcher)} · "
             f"{md(o.started_at)} to {md(o.finished_at or 'not finished')} · clusterbench {md(o.evidence.toolkit_version)}  "
         ),
         f"results.json SHA-256 {md(o.evidence.results_sha256 or 'not written')}",
