@@ -119,3 +119,12 @@ def test_console_command_end_to_end(history, tmp_path, capsys):
     bad.write_text("not a database")
     failed = subprocess.run(["clusterbench", "history", "list", str(bad)], capture_output=True, text=True)
     assert failed.returncode == 2 and failed.stderr.count("\n") == 1 and "not an SQLite database" in failed.stderr
+
+
+def test_listing_an_empty_file_says_it_holds_no_history_and_leaves_it_empty(tmp_path):
+    empty = tmp_path / "touched.sqlite"
+    empty.touch()  # SQLite would take a 0-byte file for an empty database
+    failed = subprocess.run(["clusterbench", "history", "list", str(empty)], capture_output=True, text=True)
+    assert failed.returncode == 2 and failed.stderr.count("\n") == 1
+    assert f"{empty}: holds no clusterbench history (an empty file or database); nothing to read" in failed.stderr
+    assert empty.stat().st_size == 0

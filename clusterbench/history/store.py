@@ -200,6 +200,8 @@ class HistoryStore:
                 f"(up to {SCHEMA_VERSION}); upgrade clusterbench (pip install -U clusterbench)"
             )
         if version < SCHEMA_VERSION:
+            if self.read_only and version == 0:
+                raise HistoryReadOnly(f"{self.path}: holds no clusterbench history (an empty file or database); nothing to read")
             if self.read_only:
                 raise HistoryReadOnly(
                     f"{self.path}: history has schema version {version} and needs migrating to {SCHEMA_VERSION}, "
