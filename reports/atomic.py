@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from clusterbench.errors import ClusterbenchError
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` (UTF-8), fsync'd; on any failure the old file stays as it was."""
+def write_atomically(path: Path, text: str | Iterable[str]) -> None:
+    """Replace `path` with `text` (UTF-8; a string, or pieces written in turn so that a large file
+    is never held twice in memory), fsync'd; on any failure the old file stays as it was."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
         # backslashreplace: a name read from the machine may hold undecodable bytes (lone surrogates).
         with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as handle:
-            handle.write(text)
+            handle.writelines([text] if isinstance(text, str) else text)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp_name, 0o644)  # mkstemp makes it private; a report is meant to be shared

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from clusterbench.reports.atomic import write_atomically
@@ -24,19 +25,24 @@ def _dumps(value: Any) -> str:
 def results_text(document: dict[str, Any]) -> str:
     """The JSON text of `document`: top-level keys one per line, lists one element per line."""
     encoded = {key: [_dumps(e) for e in value] if isinstance(value, list) else _dumps(value) for key, value in document.items()}
-    return _assemble(encoded)
+    return "".join(_pieces(encoded))
 
 
-def _assemble(encoded: dict[str, str | list[str]]) -> str:
-    """The file's text from already encoded values: a string per key, or a string per list element."""
-    lines = []
-    for key, value in encoded.items():
+def _pieces(encoded: dict[str, str | list[str]]) -> Iterator[str]:
+    """The file's text, in pieces, from already encoded values: a string per key, or a string per
+    list element (one per line)."""
+    yield "{\n"
+    for index, (key, value) in enumerate(encoded.items()):
+        yield ",\n" if index else ""
         if isinstance(value, list) and value:
-            elements = ",\n".join(f"    {element}" for element in value)
-            lines.append(f"  {_dumps(key)}: [\n{elements}\n  ]")
+            yield f"  {_dumps(key)}: [\n    "
+            for position, element in enumerate(value):
+                yield ",\n    " if position else ""
+                yield element
+            yield "\n  ]"
         else:
-            lines.append(f"  {_dumps(key)}: {'[]' if isinstance(value, list) else value}")
-    return "{\n" + ",\n".join(lines) + "\n}\n"
+            yield f"  {_dumps(key)}: {'[]' if isinstance(value, list) else value}"
+    yield "\n}\n"
 
 
 def write_results_json(results: RunResults, report_dir: Path) -> Path:
@@ -72,5 +78,5 @@ class GrowingResultsFile:
             encoded[key] = lines
         self.report_dir.mkdir(parents=True, exist_ok=True)
         target = self.report_dir / RESULTS_FILENAME
-        write_atomically(target, _assemble(encoded))
+        write_atomically(target, _pieces(encoded))
         return target
