@@ -215,7 +215,11 @@ def test_a_bad_history_file_stops_every_rank_at_once_with_one_line(tmp_path):
                  f"--history={history}", "-m", "compute", "-k", "fp32"]
     started = time.monotonic()
     procs = start_ranks(tmp_path, arguments, cwd=REPO_ROOT)
-    outputs = [proc.communicate(timeout=deadline_s + 60)[0] for proc in procs]
+    try:
+        outputs = [proc.communicate(timeout=deadline_s + 60)[0] for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
     assert time.monotonic() - started < deadline_s / 2, "a rank waited for the deadline"
     for rank, (proc, output) in enumerate(zip(procs, outputs)):
         if rank:  # ranks other than 0 write to their own log, as in every run
