@@ -46,11 +46,8 @@ def _pieces(encoded: dict[str, str | list[str]]) -> Iterator[str]:
 
 
 def write_results_json(results: RunResults, report_dir: Path) -> Path:
-    """Write (or replace) `report_dir/results.json`; a crash mid-write leaves the previous file intact."""
-    report_dir.mkdir(parents=True, exist_ok=True)
-    target = report_dir / RESULTS_FILENAME
-    write_atomically(target, results_text(results.to_json()))
-    return target
+    """Write (or replace) `report_dir/results.json` in one go; a crash mid-write leaves the previous file intact."""
+    return GrowingResultsFile(report_dir).write(results, exact=True)
 
 
 class GrowingResultsFile:

@@ -53,6 +53,7 @@ def test_the_file_rewritten_after_every_test_is_always_the_whole_run(tmp_path):
     growing.checks.clear()  # a list that shrank is encoded afresh, never served from old lines
     assert json.loads(writer.write(growing).read_text())["checks"] == []
 
+
 def test_check_from_json_keeps_a_missing_location_and_recomputes_the_margin():
     check = Check("train.step_time_ms", {"ranks": 8}, Verdict.WARN, 110.0, 100.0, "ms", "baseline", "last week", "slow",
                   better=Better.LOWER, location=None, test="t::x")
