@@ -24,6 +24,7 @@ from clusterbench.options import pytest_addoption  # noqa: F401  (a hook: pytest
 from clusterbench.reports.atomic import check_writable_directory
 from clusterbench.reports.junit import junit_properties
 from clusterbench.reports.terminal import render_summary
+from clusterbench.results import outcome_label
 from clusterbench.world import World, detect_world
 
 
@@ -199,12 +200,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     return report
 
 
+# How pytest's terminal shows the outcomes clusterbench adds to its own (letter, word and colour).
+_TERMINAL_LOOK = {"warn": ("W", ("WARN", {"yellow": True})), "no expectation": ("n", ("NO EXPECTATION", {"cyan": True}))}
+
+
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
     verdict = getattr(report, "clusterbench_verdict", None)
-    if report.when == "call" and report.passed and verdict == "WARN":
-        return "warn", "W", ("WARN", {"yellow": True})
-    if report.when == "call" and report.passed and verdict == "NO EXPECTATION":
-        return "no expectation", "n", ("NO EXPECTATION", {"cyan": True})
+    label = outcome_label(report.outcome, verdict) if report.when == "call" else None
+    if label in _TERMINAL_LOOK:
+        letter, word = _TERMINAL_LOOK[label]
+        return label, letter, word
     return None
 
 

@@ -52,6 +52,17 @@ class TestOutcome:
 NO_EXPECTATION = "NO EXPECTATION"
 
 
+def outcome_label(outcome: str, verdict: str | None) -> str:
+    """How a test is counted wherever tests are counted (pytest's terminal line, the report's
+    banner): a passed test that warned is 'warn', one that measured with nothing to judge it
+    against is 'no expectation'; any other test counts as its pytest outcome."""
+    if outcome == "passed" and verdict == Verdict.WARN.value:
+        return "warn"
+    if outcome == "passed" and verdict == NO_EXPECTATION:
+        return "no expectation"
+    return outcome
+
+
 @dataclass
 class TrendPoint:
     """One stored run's figure for a trended metric."""

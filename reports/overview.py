@@ -20,7 +20,7 @@ from clusterbench.outliers import (
     per_rank_measurements,
 )
 from clusterbench.profile import Settings
-from clusterbench.results import NO_EXPECTATION, RunResults, TestOutcome
+from clusterbench.results import RunResults, outcome_label
 from clusterbench.runinfo import redact_environment
 
 # Problems ordered worst first: a failure, then a required figure that is missing, then a warning.
@@ -113,7 +113,7 @@ class Overview:
     accelerators: list[tuple[str, int]]  # (name, count) across the nodes the run saw
     versions: dict[str, str | None]
     counts: dict[str, int]
-    tests: dict[str, int]  # passed, failed, skipped or 'no expectation' -> number of tests
+    tests: dict[str, int]  # outcome_label (passed, warn, no expectation, failed, skipped) -> number of tests
     problems: list[CheckRow]  # FAIL, NOT MEASURED that blocks, WARN: worst first
     failed_tests: list[tuple[str, str]]  # (test, message) of tests that failed other than by a check
     blamed: list[Blame]
@@ -174,12 +174,6 @@ def _failed_tests(results: RunResults, problems: list[Check]) -> list[tuple[str,
     return [(t.nodeid, t.message) for t in results.tests if t.outcome == "failed" and t.nodeid not in explained]
 
 
-def _test_status(test: TestOutcome) -> str:
-    """As the terminal counts tests: one that measured but had nothing to be judged against is
-    'no expectation', not 'passed'."""
-    return "no expectation" if test.outcome == "passed" and test.verdict == NO_EXPECTATION else test.outcome
-
-
 def build_overview(results: RunResults, results_path: str | None, results_sha256: str | None) -> Overview:
     run = results.run
     tolerance = outlier_tolerance(results)
@@ -210,7 +204,7 @@ def build_overview(results: RunResults, results_path: str | None, results_sha256
         accelerators=_accelerators(results),
         versions=dict(run.versions),
         counts=results.counts(),
-        tests=dict(Counter(_test_status(t) for t in results.tests)),
+        tests=dict(Counter(outcome_label(t.outcome, t.verdict) for t in results.tests)),
         problems=[CheckRow.of(c) for c in problems],
         failed_tests=_failed_tests(results, problems),
         blamed=_blame(problems, stragglers),

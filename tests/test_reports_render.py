@@ -235,15 +235,17 @@ def test_a_run_cut_short_says_so_at_the_top_of_both_reports(tmp_path):
 
 
 def test_the_banner_counts_tests_as_the_terminal_does():
-    """A test that measured with nothing to judge it against is 'no expectation', never 'passed'."""
+    """A test that measured with nothing to judge it against is 'no expectation', one that warned
+    'warn': never 'passed'."""
     results = _run_without_figures()
     results.tests = [
         results_module.TestOutcome("t::judged", "PASS", "passed"),
+        results_module.TestOutcome("t::warned", "WARN", "passed"),
         results_module.TestOutcome("t::unjudged_a", NO_EXPECTATION, "passed"),
         results_module.TestOutcome("t::unjudged_b", NO_EXPECTATION, "passed"),
         results_module.TestOutcome("t::absent", "NOT MEASURED", "skipped", "no GPU"),
     ]
-    assert build_overview(results, None, None).tests == {"passed": 1, "no expectation": 2, "skipped": 1}
+    assert build_overview(results, None, None).tests == {"passed": 1, "warn": 1, "no expectation": 2, "skipped": 1}
 
 
 def test_bar_axes_never_put_an_si_prefix_before_a_unit_below_one_thousand():
