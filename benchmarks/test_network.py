@@ -2,14 +2,16 @@
 
 Under a launcher the sweeps run across every rank of the job; under plain pytest they start local
 ranks (one per GPU; on a CPU the profile's `local_ranks`). Rank 0 reports the figures, which the
-sweep already combined across ranks (the slowest rank governs each iteration).
+sweep already combined across ranks (the slowest rank governs each repeat of n back-to-back ops).
+One sweep per op feeds its busbw, time and #wrong tests: the figures on screen, judged and stored
+are the same numbers.
 """
 
 import pytest
 
 from clusterbench.judge import Scope
 from clusterbench.model import NotMeasured
-from clusterbench.probes.collective_table import render_table
+from clusterbench.probes.collective_table import render_table, timing_line
 from clusterbench.probes.collectives import COLLECTIVES
 from clusterbench.probes.infiniband import measure_ib_min_rate, measure_ib_ports
 from clusterbench.probes.mpi_allreduce import measure_mpi_allreduce
@@ -40,7 +42,17 @@ def test_collective_bus_bandwidth(acceptance, op):
         modes = {sweep.inplace: sweep.rows for sweep in sweeps}
         runs = acceptance.collectives
         title = f"{op}: {runs.ranks} ranks, {runs.backend}, {runs.plan.dtype}, launcher {acceptance.world.launcher}"
-        acceptance.show(render_table(modes.get(False, ()), modes.get(True, ()), title=title))
+        timing = "; ".join(filter(None, [timing_line(runs.plan.iterations, runs.plan.repeats),
+                                         *dict.fromkeys(sweep.caveat for sweep in sweeps)]))
+        acceptance.show(render_table(modes.get(False, ()), modes.get(True, ()), title=title, timing=timing))
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("op", OPS)
+def test_collective_time(acceptance, op):
+    """nccl-tests' time column as a figure of its own (us per op, every size), for latency expectations."""
+    metric = f"{COLLECTIVES[op].metric_name}.time_us"
+    acceptance.measure(Scope(metric), _sweep_attempts(acceptance, op, metric))
 
 
 @pytest.mark.network

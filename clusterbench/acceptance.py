@@ -26,6 +26,7 @@ from clusterbench.history.store import new_run_id
 from clusterbench.judge import (
     Scope,
     aggregate_ranks,
+    judge_cluster,
     judge_exact,
     judge_measurement,
     judge_peers,
@@ -208,6 +209,7 @@ class AcceptanceRun:
             else:
                 backend = "nccl" if on_gpu else "gloo"
                 ranks = len(self.devices) if on_gpu else self.profile.settings.local_ranks
+                self.results.run.local_ranks = ranks  # the world is 1 process; the reports say what ran
             self._collectives = CollectiveRuns(
                 distributed=world.is_distributed,
                 backend=backend,
@@ -342,8 +344,10 @@ class AcceptanceRun:
         return checks
 
     def _coverage_checks(self) -> list[Check]:
-        """NOT MEASURED for every expectation no test covered; blocking unless the run was narrowed."""
-        checks = []
+        """The job against the profile's nodes and hosts (whatever -m/-k selected: a run on too few
+        nodes is never the cluster's acceptance), then NOT MEASURED for every expectation no test
+        covered; blocking unless the run was narrowed."""
+        checks = self._cluster_checks()
         for index, expectation in enumerate(self.profile.expectations):
             if index in self.accounted:
                 continue
@@ -355,6 +359,12 @@ class AcceptanceRun:
                 reason = f"no test in this run measures {scope.label()}"
             checks.append(not_measured(expectation, scope, reason, None, blocking=not self.narrowed))
         return checks
+
+    def _cluster_checks(self) -> list[Check]:
+        cluster = self.profile.cluster
+        stated = f"[cluster] nodes = {cluster.nodes}" + (f', hosts = "{cluster.hosts}"' if cluster.hosts else "")
+        where = f" ({self.profile.files[0].path})" if self.profile.files else ""
+        return judge_cluster(cluster.nodes, cluster.host_names(), list(self.exchange.hosts.values()), stated + where)
 
     def finish(self) -> None:
         """Rank 0's last steps, in this order: checks that need the whole run (history), the final
@@ -499,7 +509,7 @@ class CoverageItem(pytest.Item):
         pass
 
     def reportinfo(self):
-        return self.path, None, "every required expectation of the profile was measured"
+        return self.path, None, "the job spans the profile's nodes and every required expectation was measured"
 
 
 class RegressionItem(CoverageItem):

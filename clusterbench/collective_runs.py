@@ -3,14 +3,16 @@
 Under a launcher (torchrun, srun, mpirun) every rank of the job sweeps together over the world's
 process group. Under plain pytest on one host, the sweep starts its own local ranks (one per GPU;
 on a CPU the profile's `local_ranks`) through torch's multiprocessing, with the profile's deadline.
-Either way each op is swept once per run and the figures are reused by every test that needs them.
+Either way each op is swept once per run and the figures are reused by every test that needs them;
+a sweep that failed is not retried either (clusterbench.measured_once): its failure is raised again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
+from clusterbench.measured_once import MeasuredOnce, MeasuredOnceByKey
 from clusterbench.model import Location, Measurement, NotMeasured
 from clusterbench.pairwise import Blame, Pair, PairResult, blame, first_pass_pairs, second_pass_pairs
 from clusterbench.probes.collectives import COLLECTIVES, CollectiveSweep, size_sweep, sweep_collective
@@ -23,22 +25,34 @@ SWEEP_DEADLINES = 3
 
 @dataclass(frozen=True)
 class SweepPlan:
-    """Sizes and timing of a sweep; nccl-tests' -b/-e/-f/-n/-w in other words."""
+    """Sizes and timing of a sweep; nccl-tests' -b/-e/-f/-n/-w in other words, and how many times the
+    n back-to-back ops are repeated (one sample each; the figure is their median)."""
 
     sizes: tuple[int, ...]
     dtype: str
     warmup: int
     iterations: int
     timeout_s: float
+    repeats: int = 5
 
 
 def sweep_plan(*, on_gpu: bool, quick: bool, timeout_s: float) -> SweepPlan:
     if on_gpu:
         low, high, factor = (16 * MiB, 1024 * MiB, 4) if quick else (1 * MiB, 4096 * MiB, 2)
-        return SweepPlan(tuple(size_sweep(low, high, factor)), "bf16", 5, 20 if quick else 50, timeout_s)
+        return SweepPlan(tuple(size_sweep(low, high, factor)), "bf16", 5, 20, timeout_s, repeats=5 if quick else 10)
     # Gloo over TCP moves ~1 GB/s: sizes that finish in seconds on a CPU runner.
     low, high, factor = (1 * MiB, 16 * MiB, 4) if quick else (64 * 1024, 64 * MiB, 4)
-    return SweepPlan(tuple(size_sweep(low, high, factor)), "fp32", 2 if quick else 5, 5 if quick else 20, timeout_s)
+    return SweepPlan(tuple(size_sweep(low, high, factor)), "fp32", 2 if quick else 5, 5 if quick else 10, timeout_s,
+                     repeats=3 if quick else 5)
+
+
+def _step_callback(op: str, inplace: bool):
+    """The progress callback for one mode's sweep, where this process shows progress: rank 0 of a
+    launcher's world (the plugin installed a reporter) or local rank 0 (it forwards each step to the
+    pytest process that started it); None elsewhere."""
+    from clusterbench import progress
+
+    return progress.callback_for(f"{op} {'in-place' if inplace else 'out-of-place'}")
 
 
 def _sweep_all_modes(op: str, plan: SweepPlan, location: Location, backend: str) -> list[CollectiveSweep]:
@@ -56,8 +70,10 @@ def _sweep_all_modes(op: str, plan: SweepPlan, location: Location, backend: str)
             inplace=inplace,
             warmup=plan.warmup,
             iterations=plan.iterations,
+            repeats=plan.repeats,
             backend=backend,
             timeout=plan.timeout_s,
+            on_step=_step_callback(op, inplace),
         )
         for inplace in COLLECTIVES[op].inplace_modes
         if dist.get_world_size() > 1
@@ -65,10 +81,7 @@ def _sweep_all_modes(op: str, plan: SweepPlan, location: Location, backend: str)
 
 
 def _local_rank_worker(rank: int, world_size: int, op: str, plan: SweepPlan, location: Location, backend: str):
-    if backend == "nccl":
-        import torch
-
-        torch.cuda.set_device(rank)
+    # run_local_ranks has set this rank's CUDA device (NCCL) before calling it.
     return _sweep_all_modes(op, plan, location, backend)
 
 
@@ -112,7 +125,8 @@ def _sweep_scaling(plan: SweepPlan, hosts: dict[int, str], location: Location, b
         sweep = sweep_collective(
             "all_reduce", sizes=plan.sizes[-1:], dtype=plan.dtype, device=device, group=process_group,
             location=replace(location, device=f"{len(group.ranks)} ranks {group.span}"), inplace=True,
-            warmup=plan.warmup, iterations=plan.iterations, backend=backend, timeout=plan.timeout_s,
+            warmup=plan.warmup, iterations=plan.iterations, repeats=plan.repeats, backend=backend,
+            timeout=plan.timeout_s,
         )
         for m in sweep.measurements():
             if m.metric == "allreduce.busbw_gbps":
@@ -121,10 +135,6 @@ def _sweep_scaling(plan: SweepPlan, hosts: dict[int, str], location: Location, b
 
 
 def _local_scaling_worker(rank: int, world_size: int, plan: SweepPlan, host: str, location: Location, backend: str):
-    if backend == "nccl":
-        import torch
-
-        torch.cuda.set_device(rank)
     return _sweep_scaling(plan, {r: host for r in range(world_size)}, location, backend)
 
 
@@ -144,7 +154,8 @@ def _measure_pairs(pairs: list[Pair], leaders: dict[str, int], round_: int, plan
         where = Location(host=a, rank=leaders[a], device=f"link {a}<->{b}")
         sweep = sweep_collective(
             "sendrecv", sizes=plan.sizes[-1:], dtype=plan.dtype, device=device, group=process_group, location=where,
-            inplace=False, warmup=plan.warmup, iterations=plan.iterations, backend=backend, timeout=plan.timeout_s,
+            inplace=False, warmup=plan.warmup, iterations=plan.iterations, repeats=plan.repeats, backend=backend,
+            timeout=plan.timeout_s,
         )
         if dist.get_rank() == leaders[a]:
             for m in sweep.measurements():
@@ -161,7 +172,8 @@ def _measure_pairs(pairs: list[Pair], leaders: dict[str, int], round_: int, plan
 
 @dataclass
 class CollectiveRuns:
-    """The sweeps of one acceptance run, by op, measured on first use."""
+    """The sweeps of one acceptance run, by op, measured on first use; a failure is remembered too, so
+    the next test that needs the same figures fails at once instead of waiting out the deadline again."""
 
     distributed: bool  # True under a launcher: the world's process group is already up
     backend: str
@@ -169,14 +181,14 @@ class CollectiveRuns:
     plan: SweepPlan
     location: Location
     hosts: dict[int, str]  # rank -> host, for the intra/inter-node split
-    _sweeps: dict[str, list[CollectiveSweep]] | None = None
+    _sweeps: MeasuredOnceByKey[str, list[CollectiveSweep]] = field(default_factory=MeasuredOnceByKey)
+    _scaling: MeasuredOnce[list[Measurement]] = field(default_factory=MeasuredOnce)
+    _pairwise: MeasuredOnceByKey[float, tuple[list[Measurement], list[Blame]]] = field(
+        default_factory=MeasuredOnceByKey)
 
     def sweeps(self, op: str) -> list[CollectiveSweep]:
-        if self._sweeps is None:
-            self._sweeps = {}
-        if op not in self._sweeps:
-            self._sweeps[op] = self._measure(op)
-        return self._sweeps[op]
+        """Every mode of `op` swept over the plan's sizes (measured by the first caller)."""
+        return self._sweeps.get(op, lambda: self._measure(op))
 
     def _measure(self, op: str) -> list[CollectiveSweep]:
         if self.ranks < 2:
@@ -199,6 +211,9 @@ class CollectiveRuns:
     def scaling(self) -> list[Measurement]:
         """all_reduce busbw of each scaling group. Every group includes rank 0 (scaling_groups builds
         them so), hence rank 0 holds all the figures and reports them."""
+        return self._scaling.get(self._measure_scaling)
+
+    def _measure_scaling(self) -> list[Measurement]:
         if self.ranks < 2:
             raise NotMeasured(f"scaling needs at least 2 ranks; this run has {self.ranks}")
         if self.distributed:
@@ -217,6 +232,9 @@ class CollectiveRuns:
 
     def pairwise(self, tolerance: float) -> tuple[list[Measurement], list[Blame]]:
         """The pairwise node test over the launcher's nodes (one leader rank per node)."""
+        return self._pairwise.get(tolerance, lambda: self._measure_pairwise(tolerance))
+
+    def _measure_pairwise(self, tolerance: float) -> tuple[list[Measurement], list[Blame]]:
         nodes = list(dict.fromkeys(self.hosts[r] for r in sorted(self.hosts)))
         if not self.distributed or len(nodes) < 2:
             raise NotMeasured(f"the pairwise node test needs ranks on at least 2 nodes; this run has {len(nodes)} ({', '.join(nodes)})")

@@ -238,16 +238,22 @@ def join_world(world: World, deadline_s: float) -> Exchange:
     import torch.distributed as dist
 
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    device_id = None
     if backend == "gloo":
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo" if world.master_addr.startswith("127.") else "")
         if not os.environ["GLOO_SOCKET_IFNAME"]:
             del os.environ["GLOO_SOCKET_IFNAME"]
     else:
-        torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
+        # The GPU of its local rank, as torchrun and srun lay ranks out.
+        device_id = torch.device("cuda", world.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device_id)
     timeout = dt.timedelta(seconds=deadline_s)
     try:
+        # device_id binds the group to this rank's GPU (torch >= 2.3): NCCL's barrier and new groups
+        # use it instead of guessing a device from the global rank, which can pick another rank's GPU
+        # (a context there fails in EXCLUSIVE_PROCESS compute mode, and slows that GPU in any mode).
         if world.launcher == "torchrun":
-            dist.init_process_group(backend, init_method="env://", timeout=timeout)
+            dist.init_process_group(backend, init_method="env://", timeout=timeout, device_id=device_id)
         else:
             dist.init_process_group(
                 backend,
@@ -255,6 +261,7 @@ def join_world(world: World, deadline_s: float) -> Exchange:
                 rank=world.rank,
                 world_size=world.size,
                 timeout=timeout,
+                device_id=device_id,
             )
     except Exception as exc:
         raise ClusterbenchError(

@@ -6,7 +6,9 @@ typed, frozen `AcceleratorSpec`s. Every number carries the document it came from
 expectation derived from it must say on what authority it stands. A figure that is not published
 is absent from the file and `None` here: nothing is guessed.
 
-`match_accelerator` maps the name a device reports (torch.cuda.get_device_name) to its entry.
+`match_accelerator` maps the name a device reports (torch.cuda.get_device_name) to its entry. A MIG
+slice ("NVIDIA H100 80GB HBM3 MIG 3g.40gb") is a fraction of the GPU its name starts with: no
+whole-GPU entry claims it, so no spec-derived expectation is made for it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ _LINK_KEYS = ("scaleup_gbps", "host_pcie_gen", "host_gbps")
 _ACHIEVABLE_KEYS = tuple(f"gemm_{d}" for d in KNOWN_DTYPES) + ("memory_copy", "scaleup_copy", "h2d")
 _FIGURE_KEYS = ("value", "source", "note")
 _PCIE_GENS = (3, 4, 5, 6)
+# How a MIG slice names itself after its GPU's name: "MIG 3g.40gb", "MIG 1g.10gb+me", "MIG 7g.80gb".
+_MIG_NAME = re.compile(r"\bMIG\b", re.IGNORECASE)
+
+
+def mig_profile(device_name: str) -> str | None:
+    """The MIG profile in a device name ("MIG 3g.40gb"), or None for a whole GPU."""
+    match = _MIG_NAME.search(device_name)
+    return device_name[match.start():].strip() if match else None
 
 
 class HardwareTableError(ClusterbenchError, ValueError):
@@ -81,7 +91,12 @@ class AcceleratorSpec:
     notes: str = ""
 
     def matches(self, device_name: str) -> bool:
-        """True when `device_name` is this accelerator by the table's match/exclude patterns."""
+        """True when `device_name` is this accelerator by the table's match/exclude patterns.
+
+        A MIG slice has a fraction of the GPU's SMs, memory and bandwidth, so an entry for the
+        whole GPU never claims it; only an entry whose own patterns name MIG could."""
+        if mig_profile(device_name) and not any("MIG" in p.upper() for p in self.match):
+            return False
         hit = any(re.search(p, device_name, re.IGNORECASE) for p in self.match)
         return hit and not any(re.search(p, device_name, re.IGNORECASE) for p in self.exclude)
 

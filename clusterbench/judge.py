@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from clusterbench.hostlist import short_name
 from clusterbench.metrics import METRICS
 from clusterbench.model import Better, Check, Expectation, Location, Measurement, ParamValue, Provenance, Verdict
 
@@ -47,6 +48,7 @@ def judge_measurement(expectation: Expectation, measurement: Measurement) -> Che
         warning = observed > expectation.warn_threshold
         relation = ">"
     verdict = Verdict.FAIL if failing else Verdict.WARN if warning else Verdict.PASS
+    caveat = _caveat(measurement)
     threshold = expectation.fail_threshold if failing else expectation.warn_threshold
     if verdict is Verdict.PASS:
         message = f"{format_value(observed, expectation.unit)} meets target {format_value(expectation.target, expectation.unit)}"
@@ -59,6 +61,8 @@ def judge_measurement(expectation: Expectation, measurement: Measurement) -> Che
             f" (target {format_value(expectation.target, expectation.unit)}, {expectation.provenance.value}:"
             f" {expectation.source})"
         )
+    if caveat:  # the verdict is only as good as the figure: a tmpfs "disk" figure says so beside it
+        message += f"; caveat: {caveat}"
     return Check(
         metric=measurement.metric,
         params=dict(measurement.params),
@@ -72,6 +76,11 @@ def judge_measurement(expectation: Expectation, measurement: Measurement) -> Che
         better=expectation.better,
         location=measurement.location,
     )
+
+
+def _caveat(measurement: Measurement) -> str | None:
+    caveat = measurement.details.get("caveat") if isinstance(measurement.details, dict) else None
+    return caveat if isinstance(caveat, str) and caveat.strip() else None
 
 
 def judged_measurements(expectation: Expectation, measurements: list[Measurement]) -> list[Measurement]:
@@ -103,6 +112,12 @@ def aggregate_ranks(measurements: list[Measurement]) -> list[Measurement]:
         values = [m.value for m in group]
         value = {"sum": sum(values), "max": max(values), "n_min": ranks * min(values)}[rule]
         first = group[0]
+        # The job's figure is made of the ranks' figures: it carries every caveat they carried
+        # (a tmpfs target on every rank is still memory in the sum).
+        caveats = list(dict.fromkeys(c for c in (_caveat(m) for m in group) if c))
+        details: dict = {"rule": rule, "by_rank": {f"{m.location.host}/{m.location.rank}": m.value for m in group}}
+        if caveats:
+            details["caveat"] = "; ".join(caveats)
         combined.append(
             Measurement(
                 metric=first.metric,
@@ -111,7 +126,7 @@ def aggregate_ranks(measurements: list[Measurement]) -> list[Measurement]:
                 params={**first.params, "ranks": ranks},
                 location=Location(host="*", rank=-1, device=f"aggregate of {ranks} ranks"),
                 samples=values,
-                details={"rule": rule, "by_rank": {f"{m.location.host}/{m.location.rank}": m.value for m in group}},
+                details=details,
             )
         )
     return combined
@@ -219,4 +234,61 @@ def judge_peers(measurements: list[Measurement], tolerance: float, better: Bette
                 location=measurement.location,
             )
         )
+    return checks
+
+
+CLUSTER_NODES_METRIC = "cluster.nodes"  # node accounting: the job spans the profile's nodes
+CLUSTER_HOSTS_METRIC = "cluster.hosts"  # and every host the profile names
+
+
+def _named(hosts: list[str], limit: int = 20) -> str:
+    shown = ", ".join(hosts[:limit])
+    return shown + (f" and {len(hosts) - limit} more" if len(hosts) > limit else "")
+
+
+def judge_cluster(nodes: int, named_hosts: list[str], seen_hosts: list[str], source: str) -> list[Check]:
+    """The job against the profile's [cluster]: FAIL when it spans fewer than `nodes` nodes or misses
+    a host of `named_hosts` (naming them), WARN when it ran on hosts the list does not name.
+
+    A 16-node acceptance launched on 15 nodes by mistake must not pass. Hosts are compared by short
+    name (Slurm's 'gpu001' is the host's 'gpu001.example.org'). More nodes than `nodes` is no fault:
+    a one-node hardware profile (h200-node) is run on many nodes. A profile of one node that names
+    no host has nothing to account for (every job spans a node): no check, rather than a PASS of noise.
+    """
+    if nodes <= 1 and not named_hosts:
+        return []
+    seen = sorted(set(seen_hosts))
+    spans = len(seen)
+    if spans < nodes:
+        verdict = Verdict.FAIL
+        message = f"the job spans {spans} node{'s' if spans != 1 else ''} ({_named(seen)}); the profile's cluster has {nodes}"
+    else:
+        verdict = Verdict.PASS
+        message = f"the job spans {spans} node{'s' if spans != 1 else ''}, the profile's cluster has {nodes}"
+    checks = [
+        Check(metric=CLUSTER_NODES_METRIC, params={}, verdict=verdict, observed=float(spans), target=float(nodes),
+              unit="nodes", provenance=Provenance.SPEC.value, source=source, message=message)
+    ]
+    if named_hosts:
+        seen_short = {short_name(h) for h in seen}
+        named_short = {short_name(h) for h in named_hosts}
+        missing = [h for h in named_hosts if short_name(h) not in seen_short]
+        strangers = [h for h in seen if short_name(h) not in named_short]
+        if missing:
+            message = f"{len(missing)} of the {len(named_hosts)} hosts the profile names did not join the job: {_named(missing)}"
+        else:
+            message = f"every one of the {len(named_hosts)} hosts the profile names joined the job"
+        checks.append(
+            Check(metric=CLUSTER_HOSTS_METRIC, params={}, verdict=Verdict.FAIL if missing else Verdict.PASS,
+                  observed=float(len(named_hosts) - len(missing)), target=float(len(named_hosts)), unit="hosts",
+                  provenance=Provenance.SPEC.value, source=source, message=message)
+        )
+        if strangers:
+            checks.append(
+                Check(metric=CLUSTER_HOSTS_METRIC, params={"outside": "hosts"}, verdict=Verdict.WARN,
+                      observed=float(len(strangers)), target=0.0, unit="hosts", provenance=Provenance.SPEC.value,
+                      source=source, better=Better.LOWER,
+                      message=f"the job ran on {len(strangers)} host{'s' if len(strangers) != 1 else ''} the profile"
+                              f" does not name, whose figures are in this run: {_named(strangers)}")
+            )
     return checks

@@ -4,6 +4,10 @@ For a known accelerator it expects at least LOCAL_TOLERANCE short of each publis
 figure (mamf-finder GEMM, HBM copy, host-to-device). Where the table publishes nothing, or the
 device is unknown or a CPU, it states no expectation: the probes still measure, and the reports say
 "no expectation" for those figures instead of judging them against an invented number.
+
+A GEMM maximum comes from a long search; it is expected only where its best shape is published,
+because the GPU sweeps (quick and full) then measure that very shape (probes/gemm_shapes.py). A
+maximum whose shape is unknown is not expected of a sweep that cannot be shown to contain it.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING
 
-from clusterbench.hardware import AcceleratorSpec, SourcedFigure, match_accelerator
+from clusterbench.hardware import AcceleratorSpec, SourcedFigure, match_accelerator, mig_profile
 from clusterbench.model import Better, Expectation, Provenance
+from clusterbench.probes.gemm_shapes import published_best_shapes
 from clusterbench.profile import ClusterInfo, Profile, Settings
 
 if TYPE_CHECKING:
@@ -44,17 +49,32 @@ def _derived(fraction: SourcedFigure, base: SourcedFigure, base_label: str) -> s
     return f"{fraction.value:.1%} of {base_label} {base.value:g}: {fraction.citation}; {base_label}: {base.source}"
 
 
+SWEEP_NOTE = "a shape clusterbench's quick and full GPU sweeps both measure"
+
+
+def _gemm_source(dtype: str, fraction: SourcedFigure, peak: SourcedFigure, spec: AcceleratorSpec) -> str | None:
+    """Which search a GEMM target stands on (the long search, at its published best shape), or None
+    where that shape is not published."""
+    shape = published_best_shapes(spec.key).get(dtype)
+    if shape is None:
+        return None
+    return f"{shape.citation(dtype)}, {SWEEP_NOTE}; target {_derived(fraction, peak, f'{dtype} dense peak')}"
+
+
+def gemm_dtypes_not_expected(spec: AcceleratorSpec) -> list[str]:
+    """Dtypes with a published GEMM fraction but no published best shape: not expected (see above)."""
+    return [d for d in spec.achievable_gemm_fraction if d not in published_best_shapes(spec.key)]
+
+
 def expectations_from_table(spec: AcceleratorSpec) -> list[Expectation]:
     """Achievable-figure expectations for one accelerator model; only what the table publishes."""
     expectations = []
     for dtype, fraction in spec.achievable_gemm_fraction.items():
         peak = spec.peak_tflops.get(dtype)
-        if peak is not None:
+        source = _gemm_source(dtype, fraction, peak, spec) if peak is not None else None
+        if source is not None:
             expectations.append(
-                _expectation(
-                    "gemm.tflops", "TFLOP/s", fraction.value * peak.value,
-                    _derived(fraction, peak, f"{dtype} dense peak"), {"dtype": dtype},
-                )
+                _expectation("gemm.tflops", "TFLOP/s", fraction.value * peak.value, source, {"dtype": dtype})
             )
     if spec.achievable_copy_fraction and spec.memory_bandwidth_gbps:
         expectations.append(
@@ -92,7 +112,11 @@ def build_local_profile(devices: "list[LocalDevice] | None" = None) -> Profile:
     else:
         model = names[0]
         spec = match_accelerator(model)
-        if spec is None:
+        slice_profile = mig_profile(model)
+        if slice_profile is not None:
+            # A slice has a fraction of the GPU's SMs and memory bandwidth: no whole-GPU figure applies.
+            notes.append(f"'{model}' is a MIG slice ({slice_profile}): no spec-derived expectation; measuring with none")
+        elif spec is None:
             notes.append(f"'{model}' is not in the hardware table: measuring with no expectation")
         else:
             expectations = expectations_from_table(spec)
@@ -100,6 +124,9 @@ def build_local_profile(devices: "list[LocalDevice] | None" = None) -> Profile:
                 f"'{model}' is {spec.name} in the hardware table: expecting at least "
                 f"{1 - LOCAL_TOLERANCE:.0%} of each published achievable figure"
             )
+            for dtype in gemm_dtypes_not_expected(spec):
+                notes.append(f"{dtype} GEMM not expected: the long search's best shape on {spec.name} is not "
+                             "published, so no sweep can be shown to contain it")
     cluster = ClusterInfo(
         name="local",
         nodes=1,

@@ -33,6 +33,17 @@ TRAIN_PARAMS = ("preset", "ranks", "span", "dtype", "batch", "seq_len", "paralle
 # `ranks` appears on the aggregate of several ranks only; an expectation naming it judges that.
 STORAGE_PARAMS = ("target", "engine", "direct", "block_size", "iodepth", "numjobs", "bytes", "files", "threads", "ranks")
 
+# The collectives swept as nccl-tests does (probes.collectives): each has "<name>.busbw_gbps" and "<name>.time_us".
+COLLECTIVE_METRIC_NAMES = ("allreduce", "allgather", "reducescatter", "alltoall", "broadcast", "sendrecv")
+
+COLLECTIVE_SWEEP_PARAMS = ("size_bytes", "ranks", "dtype", "inplace", "backend")
+# (metric suffix, unit, direction, description) of the figures every collective sweep yields.
+COLLECTIVE_FIGURES = (
+    ("busbw_gbps", "GB/s", Better.HIGHER, "{name} bus bandwidth as nccl-tests defines it (algbw x its busbw factor)"),
+    ("time_us", "us", Better.LOWER,
+     "{name} time per op as nccl-tests' time column: n back-to-back ops / n, median of repeats"),
+)
+
 METRICS: dict[str, MetricSpec] = {
     spec.name: spec
     for spec in (
@@ -52,14 +63,13 @@ METRICS: dict[str, MetricSpec] = {
             "memory.d2h_gbps", "GB/s", Better.HIGHER, "memory",
             "device-to-host copy bandwidth into pinned memory",
         ),
+        # Each collective's sweep yields busbw and nccl-tests' time column, both judged at the sweep's
+        # largest size unless an expectation names `size_bytes` (a latency ceiling names a small one).
         *(
-            MetricSpec(
-                f"{name}.busbw_gbps", "GB/s", Better.HIGHER, "network",
-                f"{name} bus bandwidth as nccl-tests defines it (algbw x its busbw factor)",
-                ("size_bytes", "ranks", "dtype", "inplace", "backend"),
-                judged_at_max="size_bytes",
-            )
-            for name in ("allreduce", "allgather", "reducescatter", "alltoall", "broadcast", "sendrecv")
+            MetricSpec(f"{name}.{suffix}", unit, better, "network", description.format(name=name),
+                       COLLECTIVE_SWEEP_PARAMS, judged_at_max="size_bytes")
+            for name in COLLECTIVE_METRIC_NAMES
+            for suffix, unit, better, description in COLLECTIVE_FIGURES
         ),
         MetricSpec(
             "scaling.allreduce_busbw_gbps", "GB/s", Better.HIGHER, "network",

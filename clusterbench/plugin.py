@@ -13,20 +13,36 @@ from pathlib import Path
 
 import pytest
 
-from clusterbench.acceptance import COVERAGE_ITEM_NAME, AcceptanceRun, AcceptanceTest, CoverageItem, RegressionItem
-from clusterbench.catalog import resolve_cluster
+from clusterbench import progress
+from clusterbench.acceptance import (
+    COVERAGE_ITEM_NAME,
+    AcceptanceRun,
+    AcceptanceTest,
+    CoverageItem,
+    RegressionItem,
+)
+from clusterbench.catalog import profile_search_path, resolve_cluster
 from clusterbench.distributed import join_world
 from clusterbench.errors import ClusterbenchError
 from clusterbench.history.benchmark_json import clusterbench_section
-from clusterbench.history.session import REGRESSION_ITEM_NAME, HistoryOptions, check_history, history_options
+from clusterbench.history.session import (
+    REGRESSION_ITEM_NAME,
+    HistoryOptions,
+    check_history,
+    history_options,
+)
 from clusterbench.metrics import FAMILIES
-from clusterbench.options import pytest_addoption  # noqa: F401  (a hook: pytest finds it here)
+from clusterbench.options import PACKAGED_SUITE_KEY
 from clusterbench.reports.atomic import check_writable_directory
-from clusterbench.reports.junit import junit_properties
+from clusterbench.reports.junit import (
+    as_suite_properties,
+    junit_properties,
+    junit_run_properties,
+    testcase_properties_allowed,
+)
 from clusterbench.reports.terminal import render_summary
 from clusterbench.results import outcome_label
 from clusterbench.world import World, detect_world
-
 
 RUN_KEY = pytest.StashKey[AcceptanceRun]()
 WORLD_KEY = pytest.StashKey[World]()
@@ -34,6 +50,16 @@ DESELECTED_KEY = pytest.StashKey[int]()
 FIXTURE = "acceptance"
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """The options live in clusterbench.options, which the pytest11 entry point loads; where entry
+    points are not loaded (PYTEST_DISABLE_PLUGIN_AUTOLOAD, -p clusterbench.plugin) they come from here."""
+    from clusterbench import options
+
+    if not pluginmanager.is_registered(options):
+        pluginmanager.register(options, "clusterbench")
+
+
+@pytest.hookimpl(tryfirst=True)  # before junitxml and pytest-benchmark read their options (see below)
 def pytest_configure(config: pytest.Config) -> None:
     for family in FAMILIES:
         config.addinivalue_line("markers", f"{family}: clusterbench {family} probes")
@@ -42,7 +68,10 @@ def pytest_configure(config: pytest.Config) -> None:
     except ClusterbenchError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[WORLD_KEY] = world
-    if world.rank != 0:
+    if world.rank == 0:
+        _keep_real_stdout(config)
+    else:
+        _leave_shared_files_to_rank_0(config)
         report_dir = Path(config.getoption("report_dir"))
         try:
             _send_output_to_rank_log(config, report_dir, world)
@@ -50,6 +79,41 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--report-dir {report_dir}: cannot write the rank log: {exc.strerror}") from None
     if world.is_distributed:
         signal.signal(signal.SIGTERM, _interrupt)
+
+
+REAL_STDOUT_KEY = pytest.StashKey[object]()
+
+
+def _keep_real_stdout(config: pytest.Config) -> None:
+    """Rank 0 shows sweep progress (clusterbench.progress) on the real stdout: a duplicate of it taken
+    now, while pytest's capture is suspended, still reaches the terminal or log while a test's own
+    output is captured."""
+    try:
+        config.stash[REAL_STDOUT_KEY] = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8",
+                                                  errors="replace")
+    except (OSError, ValueError, AttributeError):
+        pass  # no real stdout (an embedding replaced it): no progress, nothing else lost
+
+
+def _install_progress(config: pytest.Config) -> None:
+    """Once an acceptance run starts on rank 0: a bar with a TTY, one line per finished step without."""
+    stream = config.stash.get(REAL_STDOUT_KEY, None)
+    if stream is not None:
+        progress.install(progress.ProgressReporter(stream, tty=stream.isatty()))
+
+
+def _leave_shared_files_to_rank_0(config: pytest.Config) -> None:
+    """Files that other programs read (--junitxml, --benchmark-json, --benchmark-save/-autosave)
+    are written by rank 0 alone: every rank writing the same path left corrupt or partial files.
+    Runs before junitxml's and pytest-benchmark's own pytest_configure, which read these options."""
+    config.option.xmlpath = None
+    benchmark_json = getattr(config.option, "benchmark_json", None)
+    if benchmark_json is not None:
+        benchmark_json.close()  # argparse opened it; rank 0 holds the same path open and writes it
+        config.option.benchmark_json = None
+    for name in ("benchmark_save", "benchmark_autosave"):
+        if getattr(config.option, name, None):
+            setattr(config.option, name, None)
 
 
 def _interrupt(signum: int, frame) -> None:
@@ -92,8 +156,8 @@ def _suite_was_narrowed(config: pytest.Config) -> bool:
     """True when -m, -k, --deselect or explicit test paths ran only part of the acceptance suite."""
     if config.stash.get(DESELECTED_KEY, 0):
         return True
-    if config.args_source is not pytest.Config.ArgsSource.ARGS:
-        return False
+    if config.args_source is not pytest.Config.ArgsSource.ARGS or PACKAGED_SUITE_KEY in config.stash:
+        return False  # (the packaged suite and the site's own files, added for a run given no path)
     testpaths = {(config.rootpath / p).resolve() for p in config.getini("testpaths")}
     given = {(config.invocation_params.dir / arg).resolve() for arg in config.args}
     return not given <= testpaths
@@ -105,9 +169,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     acceptance_items = [item for item in items if FIXTURE in getattr(item, "fixturenames", ())]
     if not acceptance_items:
         return
-    profiles_dir = Path(config.getoption("profiles_dir") or config.rootpath / "clusters")
+    profile_folders = profile_search_path(
+        config.getoption("profiles_dir"), invocation_dir=config.invocation_params.dir, rootdir=config.rootpath
+    )
     try:
-        profile = resolve_cluster(config.getoption("cluster"), profiles_dir)
+        profile = resolve_cluster(config.getoption("cluster"), profile_folders)
         history = history_options(config.getoption)
         exchange = join_world(config.stash[WORLD_KEY], profile.settings.collective_timeout_s)
         # Before measuring, on every rank: a report directory or history file that rank 0 cannot
@@ -127,9 +193,15 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         history=history,
     )
     config.stash[RUN_KEY] = run
-    items.append(CoverageItem.from_parent(session, name=COVERAGE_ITEM_NAME))
+    if run.is_reporter:
+        _install_progress(config)
+    added = [CoverageItem.from_parent(session, name=COVERAGE_ITEM_NAME)]
     if history.compare is not None:
-        items.append(RegressionItem.from_parent(session, name=REGRESSION_ITEM_NAME))
+        added.append(RegressionItem.from_parent(session, name=REGRESSION_ITEM_NAME))
+    items.extend(added)
+    # Reported as collected, so that pytest's "collected N items" counts the tests its last line
+    # counts (the terminal counts collect reports, not the final item list).
+    config.hook.pytest_collectreport(report=pytest.CollectReport(session.nodeid, "passed", None, added))
 
 
 def _start_problem(report_dir: Path, history: HistoryOptions) -> str | None:
@@ -195,8 +267,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             report.longrepr = decision.message
     report.clusterbench_verdict = decision.verdict  # read by pytest_report_teststatus
     record = run.test_record(item.nodeid)
-    item.user_properties.extend(junit_properties(decision.verdict, record.all_measurements, record.checks))
-    report.user_properties = list(item.user_properties)
+    properties = junit_properties(decision.verdict, record.all_measurements, record.checks)
+    if testcase_properties_allowed(item.config.getini("junit_family")):
+        item.user_properties.extend(properties)
+        report.user_properties = list(item.user_properties)
+    elif run.is_reporter:
+        _record_junit_run(item.config, as_suite_properties(item.nodeid, properties))
     return report
 
 
@@ -221,11 +297,60 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if exitstatus == pytest.ExitCode.INTERRUPTED:
         run.results.run.interrupted = "the session was interrupted before every test ran"
     run.finish()
+    if run.is_reporter:
+        _record_junit_run(session.config, junit_run_properties(run.results))
     if run.write_error or run.history_error:
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
 
+def _record_junit_run(config: pytest.Config, properties: list[tuple[str, str]]) -> None:
+    """Pairs as <testsuite> properties of --junitxml (what pytest's record_testsuite_property
+    fixture does), written by junitxml at the end of the session."""
+    from _pytest.junitxml import xml_key
+
+    xml = config.stash.get(xml_key, None)
+    if xml is not None:
+        for name, value in properties:
+            xml.add_global_property(name, value)
+
+
+TABLES_SHOWN_KEY = pytest.StashKey[int]()
+
+
+def _show_new_tables(config: pytest.Config) -> None:
+    """Print the nccl-tests style tables a test produced as soon as it ends (rank 0 only), so a long
+    network phase shows each sweep's table when that sweep is done, not all of them at the end."""
+    run = config.stash.get(RUN_KEY, None)
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    if run is None or not run.is_reporter or terminal is None:
+        return
+    reporter = progress.current()
+    if reporter is not None:
+        reporter.close()  # a bar still on screen goes before the table
+    shown = config.stash.get(TABLES_SHOWN_KEY, 0)
+    if len(run.tables) > shown:
+        terminal.ensure_newline()
+        for table in run.tables[shown:]:
+            terminal.write(table.rstrip() + "\n\n")
+        config.stash[TABLES_SHOWN_KEY] = len(run.tables)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem):
+    """Once a test's phases are done (outside their output capture), show the tables it produced."""
+    result = yield
+    _show_new_tables(item.config)
+    return result
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
+    reporter = progress.current()
+    if reporter is not None:
+        progress.install(None)
+        reporter.close()
+    stream = config.stash.get(REAL_STDOUT_KEY, None)
+    if stream is not None:
+        stream.close()
     run = config.stash.get(RUN_KEY, None)
     if run is not None:
         run.exchange.leave()  # after the terminal summary: rank 0's output is complete by now
@@ -235,10 +360,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     run = config.stash.get(RUN_KEY, None)
     if run is None or not run.is_reporter:
         return
-    for table in run.tables:
-        terminalreporter.write(table.rstrip() + "\n\n")
+    _show_new_tables(config)  # any not shown yet (a test interrupted before its teardown)
     terminalreporter.section("clusterbench summary")
-    width = terminalreporter._tw.fullwidth
+    # In a terminal, its width; in a CI log (no TTY), none: the tables stay whole, nothing is cut at 80 columns.
+    width = terminalreporter._tw.fullwidth if terminalreporter.isatty else None
     terminalreporter.write(render_summary(run.results, width=width, color=terminalreporter.hasmarkup))
     for path in run.written:
         terminalreporter.write_line(f"clusterbench: wrote {path}")

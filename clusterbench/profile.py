@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from clusterbench.errors import ProfileError, nearest
+from clusterbench.hostlist import HostlistError, expand_hostlist
 from clusterbench.metrics import METRICS
 from clusterbench.model import PROFILE_PROVENANCES, Better, Expectation, ParamValue, Provenance
 from clusterbench.probes.health.golden import validate_golden
@@ -36,6 +37,13 @@ class ClusterInfo:
     # What one accelerator costs per hour, for the training probe's cost per million tokens.
     price_per_accelerator_hour: float | None = None
     currency: str = ""  # ISO 4217 code of that price, e.g. "USD"
+    # The hosts the cluster is made of, as a Slurm hostlist ("gpu[001-016]"); "" names none. A run
+    # that spans fewer than `nodes` nodes, or misses a named host, fails (judge.judge_cluster).
+    hosts: str = ""
+
+    def host_names(self) -> list[str]:
+        """`hosts` expanded (validated when the profile was read, so this does not raise)."""
+        return expand_hostlist(self.hosts) if self.hosts else []
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,7 @@ _CLUSTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "description": str,
     "price_per_accelerator_hour": (int, float),
     "currency": str,
+    "hosts": str,
 }
 _SETTINGS_KEYS: dict[str, type | tuple[type, ...]] = {
     "outlier_tolerance": (int, float),
@@ -341,6 +350,11 @@ def _parse_layer(path: Path) -> _Layer:
     if settings.get("regression_verdict", "fail") not in REGRESSION_VERDICTS:
         raise reader.fail("[settings]", f"'regression_verdict' must be one of {', '.join(REGRESSION_VERDICTS)}, got '{settings['regression_verdict']}'")
     _check_training(reader, cluster, settings)
+    if "hosts" in cluster:
+        try:
+            expand_hostlist(cluster["hosts"])
+        except HostlistError as exc:
+            raise reader.fail("[cluster]", f"'hosts' is not a Slurm hostlist such as \"gpu[001-016]\": {exc}") from None
     expect = data.get("expect", [])
     if not isinstance(expect, list):
         raise reader.fail("expect", "must be an array of tables, written [[expect]]")
@@ -411,7 +425,7 @@ def load_profile_file(path: Path, resolve_extends: ProfileResolver) -> Profile:
     cluster.pop("extends", None)
     if "name" not in cluster:
         raise ProfileError(f"{path}: [cluster]: missing required key 'name'")
-    info = ClusterInfo(**cluster)
+    info = _with_host_count(ClusterInfo(**cluster), _nodes_stated_with_hosts(layers), path)
     if info.price_per_accelerator_hour is not None and not info.currency:
         raise ProfileError(f"{path}: [cluster]: 'price_per_accelerator_hour' needs its 'currency', e.g. currency = \"USD\"")
     return Profile(
@@ -422,6 +436,29 @@ def load_profile_file(path: Path, resolve_extends: ProfileResolver) -> Profile:
         golden=golden,
         storage=_storage_settings(storage, path),
     )
+
+
+def _nodes_stated_with_hosts(layers: list[_Layer]) -> bool:
+    """True when 'nodes' is set by the file that sets 'hosts' or by one extending it (layers run
+    child first): a parent's nodes = 1 ("one node" of hardware) must not contradict a child's host list."""
+    hosts_at = next((i for i, layer in enumerate(layers) if "hosts" in layer.cluster), None)
+    nodes_at = next((i for i, layer in enumerate(layers) if "nodes" in layer.cluster), None)
+    return hosts_at is not None and nodes_at is not None and nodes_at <= hosts_at
+
+
+def _with_host_count(info: ClusterInfo, nodes_stated: bool, path: Path) -> ClusterInfo:
+    """A host list states the node count too: `nodes` defaults to its length, and must not contradict it."""
+    named = len(info.host_names())
+    if not named:
+        return info
+    if not nodes_stated:
+        return replace(info, nodes=named)
+    if info.nodes != named:
+        raise ProfileError(
+            f"{path}: [cluster]: 'hosts' names {named} host{'s' if named != 1 else ''} but 'nodes' = {info.nodes};"
+            " make them agree (or leave 'nodes' out: it defaults to the number of hosts)"
+        )
+    return info
 
 
 def _storage_settings(storage: dict[str, Any], path: Path) -> StorageSettings:

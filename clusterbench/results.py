@@ -6,7 +6,8 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from clusterbench.model import Check, Measurement, Verdict
+from clusterbench.metrics import METRICS
+from clusterbench.model import PROFILE_PROVENANCES, Check, Measurement, Provenance, Verdict
 
 SCHEMA_VERSION = "clusterbench.results/1"
 
@@ -37,6 +38,9 @@ class RunInfo:
     environment: dict[str, str] = field(default_factory=dict)
     # The run's ID (time-sortable, unique): its key in the run history and in calibrated profiles.
     run_id: str = ""
+    # Ranks clusterbench started on this host itself (collectives, training) in a world of one
+    # process: the world size says 1 while the collectives ran on these. None when it started none.
+    local_ranks: int | None = None
 
 
 @dataclass
@@ -50,6 +54,37 @@ class TestOutcome:
 
 
 NO_EXPECTATION = "NO EXPECTATION"
+# What would let a run judge its performance figures, for the verdict's note.
+HOW_TO_JUDGE = (
+    "a profile with [[expect]] entries (--cluster=NAME), a baseline from a known-good run"
+    " (--history FILE --calibrate), or an accelerator the hardware table knows"
+)
+# Where a performance figure's expected value comes from: the profile, or the cluster's own history.
+PERFORMANCE_PROVENANCES = frozenset(p.value for p in (*PROFILE_PROVENANCES, Provenance.HISTORY))
+
+
+def judges_performance(check: Check) -> bool:
+    """True for a check of a measured performance figure against an expected one (a profile's target
+    or the run history). Not: the correctness rules (#wrong = 0), peers (eight equally slow GPUs
+    agree with each other), health and inventory, node accounting, a history summary line."""
+    spec = METRICS.get(check.metric)
+    return (
+        check.provenance in PERFORMANCE_PROVENANCES
+        and check.observed is not None
+        and spec is not None
+        and spec.family != "health"
+        and spec.unit != "count"
+    )
+
+
+def caveat_of(measurement: Measurement) -> str | None:
+    """The caveat a probe attached to a figure (details["caveat"], one string), or None."""
+    caveat = measurement.details.get("caveat") if isinstance(measurement.details, dict) else None
+    return caveat.strip() if isinstance(caveat, str) and caveat.strip() else None
+
+
+# The order tests are counted in everywhere (pytest's own words, then clusterbench's).
+TEST_LABELS = ("passed", "warn", "no expectation", "failed", "skipped")
 
 
 def outcome_label(outcome: str, verdict: str | None) -> str:
@@ -103,24 +138,58 @@ class RunResults:
     trends: list[Trend] = field(default_factory=list)
 
     @property
+    def performance_judged(self) -> int:
+        """How many checks judged a performance figure against an expected one (judges_performance)."""
+        return sum(1 for c in self.checks if judges_performance(c))
+
+    @property
     def verdict(self) -> str:
-        """FAIL when any check fails or a required figure is missing; otherwise the worst verdict."""
+        """FAIL when any check fails or a required figure is missing; otherwise the worst verdict,
+        except that a run which judged no performance figure never says PASS: on a CPU or an
+        accelerator the table does not know, passing the correctness rules alone is NO EXPECTATION."""
         if self.run.interrupted or any(t.outcome == "failed" for t in self.tests) or any(c.blocking for c in self.checks):
             return Verdict.FAIL.value
         worst = Verdict.worst([c.verdict for c in self.checks if c.verdict is not Verdict.NOT_MEASURED])
         if worst is None:
             return NO_EXPECTATION if self.measurements else Verdict.NOT_MEASURED.value
+        if worst is Verdict.PASS and not self.performance_judged:
+            return NO_EXPECTATION
         return worst.value
 
+    def verdict_note(self) -> str:
+        """One line under the verdict: what it rests on, and (when it judged no performance figure)
+        what would make it judge. Empty when performance figures were judged and nothing needs saying."""
+        judged = self.performance_judged
+        if judged:
+            return f"{judged} performance figure{'s' if judged != 1 else ''} judged against expected figures"
+        rules = [c for c in self.checks if c.verdict is not Verdict.NOT_MEASURED]
+        plural = "s" if len(rules) != 1 else ""
+        rested = f"only {len(rules)} check{plural} of correctness rules, peers or health judged; " if rules else ""
+        why = "; ".join(str(n) for n in self.run.profile.get("notes", []) if n) if isinstance(self.run.profile, dict) else ""
+        return f"{rested}no performance figure judged{f' ({why})' if why else ''}: to judge, give {HOW_TO_JUDGE}"
+
     def counts(self) -> dict[str, int]:
+        """Checks by verdict."""
         counts = {v.value: 0 for v in Verdict}
         for check in self.checks:
             counts[check.verdict.value] += 1
         return counts
 
+    def test_counts(self) -> dict[str, int]:
+        """Tests by how pytest's terminal line counts them (outcome_label), in TEST_LABELS order,
+        labels with no test left out: the same numbers as pytest's last line, in every report."""
+        counts = {label: 0 for label in TEST_LABELS}
+        for test in self.tests:
+            label = outcome_label(test.outcome, test.verdict)
+            counts[label] = counts.get(label, 0) + 1
+        return {label: n for label, n in counts.items() if n}
+
     def header_json(self) -> dict[str, Any]:
         """Everything but the record lists: small, and recomputed whenever the file is written."""
-        return {"schema": SCHEMA_VERSION, "run": asdict(self.run), "verdict": self.verdict, "counts": self.counts()}
+        return {
+            "schema": SCHEMA_VERSION, "run": asdict(self.run), "verdict": self.verdict, "verdict_note": self.verdict_note(),
+            "counts": self.counts(), "test_counts": self.test_counts(),
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {**self.header_json(), **{key: [record_json(r) for r in getattr(self, key)] for key in RECORD_LISTS}}

@@ -68,6 +68,7 @@ class StorageRuns:
         return self._group
 
     def _result(self, target: str):
+        from clusterbench import progress
         from clusterbench.probes.storage import StorageIntegrityError, StorageRunError, StorageTargetError, measure_storage
         from clusterbench.probes.storage.distributed_checkpoint import withdraw_from_checkpoint
 
@@ -81,6 +82,7 @@ class StorageRuns:
                     location=self.location(f"storage {target}"),
                     working_size=self.settings.working_size_bytes,
                     checkpoint_group=group,
+                    on_step=progress.callback_for(f"storage {target}"),
                 )
             except StorageIntegrityError as exc:
                 # Data read back wrong: the workloads it hit fail (as recorded failures), the clean

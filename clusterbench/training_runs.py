@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 
 from clusterbench.collective_runs import SWEEP_DEADLINES, ScalingGroup, scaling_groups
+from clusterbench.measured_once import MeasuredOnce
 from clusterbench.model import (
     Better,
     Check,
@@ -68,9 +69,13 @@ def _run_ladder(plan, hosts: dict[int, str], device, timeout_s: float, *, corrup
 
     from clusterbench.probes.training.loop import train
 
+    from clusterbench import progress
+
     rank = dist.get_rank()
     runs = []
-    for members in training_ladder(hosts):
+    ladder = training_ladder(hosts)
+    on_step = progress.callback_for("training ladder") if rank == 0 else None
+    for done, members in enumerate(ladder, start=1):
         # Every rank creates every group, in the same order, as torch.distributed requires; with the
         # run's deadline, since torch's default (30 minutes for Gloo) would hold a dead rank's peers.
         timeout = dt.timedelta(seconds=timeout_s)
@@ -79,6 +84,8 @@ def _run_ladder(plan, hosts: dict[int, str], device, timeout_s: float, *, corrup
             result = train(plan, device, group, rank_in_group=members.ranks.index(rank), corrupt_rank=corrupt_rank)
             runs.append(GroupRun(members.ranks, members.span, result))
         dist.barrier()  # the others wait here until the group is done
+        if on_step is not None:
+            on_step(done, len(ladder), f"{len(members.ranks)} ranks {members.span}")
     return runs
 
 
@@ -120,24 +127,21 @@ class TrainingRuns:
     efficiency_floor: float | None = None  # from the profile's expectation, for "largest scale"
     floor_source: str = ""
     corrupt_rank: int | None = None  # the toolkit's own tests only: a rank that corrupts its weights
-    _runs: list[GroupRun] | None = None
-    _failure: Exception | None = None
+    _runs: MeasuredOnce[list[GroupRun]] = field(default_factory=MeasuredOnce)
     _measurements: list[Measurement] = field(default_factory=list)
 
     def runs(self) -> list[GroupRun]:
         """The groups' results, trained on first use. A failed run is not retried by the next test:
         under a launcher a dead rank would make every retry wait out the deadline again."""
-        if self._failure is not None:
-            raise self._failure
-        if self._runs is None:
-            try:
-                self._runs = self._measure()
-            except Exception as exc:
-                self._failure = exc
-                raise
-        return self._runs
+        return self._runs.get(self._measure)
 
     def _measure(self) -> list[GroupRun]:
+        if self.plan.parallel == "fsdp" and self.ranks > 1:
+            from clusterbench.probes.training.fsdp import find_fsdp2
+
+            # Before any rank trains: a torch without FSDP2 is NOT MEASURED on every rank alike, rather
+            # than a crash inside the first sharded group with its peers waiting in a collective.
+            find_fsdp2()
         if self.distributed:
             import torch.distributed as dist
 
@@ -222,12 +226,16 @@ class TrainingRuns:
 
 def device_peak(devices: list, dtype: str) -> tuple[Peak | None, str]:
     """The dense peak of the run's accelerator for `dtype` from the hardware table, or why there is none."""
-    from clusterbench.hardware import match_accelerator
+    from clusterbench.hardware import match_accelerator, mig_profile
 
     if not devices or devices[0].kind == "cpu":
         name = devices[0].name if devices else "this host"
         return None, f"no accelerator ({name}): the hardware table states no peak for a CPU, so MFU is not reported"
     name = devices[0].name
+    slice_profile = mig_profile(name)
+    if slice_profile is not None:
+        # A slice has a fraction of the GPU's SMs; the whole GPU's peak would understate its MFU.
+        return None, f"'{name}' is a MIG slice ({slice_profile}): the table's peaks are whole GPUs', so MFU is not reported"
     spec = match_accelerator(name)
     if spec is None:
         return None, f"'{name}' is not in the hardware table: its peak is unknown, so MFU is not reported"

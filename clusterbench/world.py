@@ -109,7 +109,11 @@ def _free_port() -> int:
 
 def _from_mpi(host: str) -> World:
     try:
-        from mpi4py import MPI
+        from clusterbench.probes.mpi_allreduce import import_mpi
+
+        # This is the run's first import of mpi4py.MPI: import_mpi starts MPI at FUNNELED as OSU and
+        # IMB do, not at mpi4py's default MULTIPLE, which changes what the MPI probe measures.
+        MPI = import_mpi()
     except ImportError:
         raise LaunchError(
             "started by an MPI launcher but mpi4py is not installed: pip install 'clusterbench[mpi]'"

@@ -5,7 +5,8 @@ headers), one line a size with the out-of-place figures then the in-place ones, 
 the total of #wrong ("Out of bounds values") and "Avg bus bandwidth", the plain mean of busbw over
 every row of both modes. A mode that was not measured (torch offers all_reduce and broadcast only in
 place, all_to_all and sendrecv only out of place) shows "n/a" in its four columns and does not count
-in the average. Plain text: a caller may wrap it in rich.
+in the average. A `timing` line under the title says how the time column was taken: its busbw is the
+very figure that is judged, plotted and stored (one figure a size). Plain text: a caller may wrap it in rich.
 """
 
 from __future__ import annotations
@@ -55,11 +56,12 @@ def render_table(
     in_place: Sequence["CollectiveRow"] = (),
     *,
     title: str = "",
+    timing: str = "",
 ) -> str:
     """The nccl-tests table of one collective: rows of both modes, matched by size."""
     by_size_out = {row.size_bytes: row for row in out_of_place}
     by_size_in = {row.size_bytes: row for row in in_place}
-    lines = [f"# {title}"] if title else []
+    lines = [f"# {text}" for text in (title, timing) if text]
     lines += [
         f"# {'':>10}  {'':>12}  {'':>8}  {'':>6}  {'':>6}           out-of-place                       in-place",
         _HEADER.format("size", "count", "type", "redop", "root", *("time", "algbw", "busbw", "#wrong") * 2),
@@ -80,3 +82,9 @@ def render_table(
         "#",
     ]
     return "\n".join(lines)
+
+
+def timing_line(iterations: int, repeats: int) -> str:
+    """How the time column was taken, for the line under a table's title."""
+    return (f"time: median of {repeats} repeats of ({iterations} back-to-back ops) / {iterations}, the slowest "
+            "rank's; busbw from it is the judged figure")

@@ -11,21 +11,23 @@ Definitions (nccl-tests doc/PERFORMANCE.md):
   buffer among ranks, rounded down to a multiple of the group size (the row shows the rounded size);
 - algbw = size / time in GB/s (1e9 bytes); busbw = algbw x the op's factor (see `busbw_factor`).
 
-Timing, per size: `warmup` untimed ops (at least one: nccl-tests runs one per size and mode), then a
-barrier, then `iterations` back-to-back ops with a timestamp between consecutive ops and one device
-synchronisation at the end. Timestamps are `time.perf_counter` on CPU (Gloo ops return complete) and
-CUDA events on the current stream on GPU (a synchronous collective makes the current stream wait for
-it, so the event after op i marks its completion). That yields, per rank:
-- the nccl-tests figure: elapsed time of the n back-to-back ops / n (on GPU the host clock around the
-  n enqueues plus the final sync, exactly as nccl-tests);
-- per-iteration samples: the intervals between consecutive timestamps (nccl-tests' `-I` statistics).
-Ranks are combined with MAX, element by element, so the slowest rank governs (nccl-tests `-a 3`; its
-default `-a 1` averages ranks, which hides a slow one).
+Timing, per size: `warmup` untimed ops (at least one: nccl-tests runs one per size and mode), then
+`repeats` timed repeats, each a barrier followed by `iterations` back-to-back ops (nccl-tests' -n).
+A repeat's time per op is its elapsed time / `iterations`, exactly nccl-tests' time column: on CPU the
+host clock around the ops (Gloo ops return complete), on GPU two CUDA events on the current stream
+around them (a synchronous collective makes the current stream wait for it, so the end event follows
+the last op; the gap a host launch leaves between ops is inside the span, as in nccl-tests). Timing
+one op at a time would add a Python call, a wait and an event to every op: tens of microseconds, as
+long as a whole 1 MiB NVLink all_reduce. Ranks are combined with MAX per repeat, so the slowest rank
+governs (nccl-tests `-a 3`; its default `-a 1` averages ranks, which hides a slow one).
 
-The row's time/algbw/busbw are the nccl-tests figure, so the table compares line by line with
-nccl-tests. A Measurement's value is the busbw of the MEDIAN per-iteration time (robust to one
-scheduler hiccup), and its samples are the per-iteration busbw values; the nccl-tests figure travels
-in its details.
+A size's figure is the MEDIAN over the repeats of the time per op (one scheduler hiccup moves one
+repeat, not the figure); the repeats' own figures are its raw samples. The table row, the busbw
+Measurement judged against the profile and the `<op>.time_us` Measurement are that one figure, so
+what is printed, judged, plotted and stored is the same number.
+
+Under TORCH_NCCL_BLOCKING_WAIT=1 every wait blocks the host until its op completes: consecutive ops
+no longer overlap a launch with the previous op, which each figure's caveat says.
 
 Correctness (`#wrong`), per size after timing: the op runs once more on inputs whose exact result is
 known (small integers, sums kept below the largest integer the dtype holds exactly), each rank counts
@@ -39,11 +41,12 @@ NotMeasured with the reason; any other error propagates unchanged.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, ClassVar, Sequence
+from typing import Callable, ClassVar, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -316,18 +319,24 @@ def busbw_factor(op: str, ranks: int) -> float:
 
 @dataclass(frozen=True)
 class CollectiveRow:
-    """One size of a sweep in one mode: nccl-tests' columns, plus the raw per-iteration times."""
+    """One size of a sweep in one mode: nccl-tests' columns, plus the raw per-repeat times."""
 
     size_bytes: int  # max(send, recv) bytes after rounding the count
     count: int  # nccl-tests' count column (per-rank chunk for split ops)
     dtype: str  # nccl-tests' type name
     redop: str
     root: int  # -1 for ops without a root, as nccl-tests prints
-    time_us: float  # nccl-tests figure: n back-to-back ops / n, slowest rank
+    time_us: float  # median over repeats of (n back-to-back ops) / n, each repeat the slowest rank's
     algbw_gbps: float
     busbw_gbps: float
     wrong: int  # elements differing from the exact result, summed over ranks
-    samples_us: tuple[float, ...]  # per-iteration times, each the slowest rank's
+    samples_us: tuple[float, ...]  # time per op of each repeat, the slowest rank's
+
+
+# How a row's time is made, for anyone reading a figure without this module at hand.
+TIMING = ("median over repeats of (n back-to-back ops between two timestamps) / n, "
+          "each repeat the slowest rank's (nccl-tests' time column, -a 3)")
+BLOCKING_WAIT_VARIABLES = ("TORCH_NCCL_BLOCKING_WAIT", "NCCL_BLOCKING_WAIT")  # the second: torch's old name
 
 
 @dataclass(frozen=True)
@@ -339,30 +348,36 @@ class CollectiveSweep:
     ranks: int
     location: Location
     rows: tuple[CollectiveRow, ...]
+    iterations: int = 0  # back-to-back ops per repeat (nccl-tests -n)
+    repeats: int = 0  # timed repeats per size: one sample each
+    caveat: str | None = None  # what qualifies every figure of the sweep, one line
 
     def measurements(self) -> list[Measurement]:
-        """One "<op>.busbw_gbps" per size (median per-iteration busbw) and one "collective.wrong"."""
+        """Per size one "<op>.busbw_gbps" and one "<op>.time_us" (the row's figures, a sample a repeat);
+        then one "collective.wrong" for the sweep."""
         collective = COLLECTIVES[self.op]
         factor = collective.busbw_factor(self.ranks)
         out = []
         for row in self.rows:
-            samples = [_busbw(row.size_bytes, t_us, factor) for t_us in row.samples_us]
+            params = {**self._params(), "size_bytes": row.size_bytes}
+            details = self._details(row)
             out.append(Measurement(
                 metric=f"{collective.metric_name}.busbw_gbps",
-                value=_busbw(row.size_bytes, statistics.median(row.samples_us), factor),
+                value=row.busbw_gbps,
                 unit="GB/s",
-                params={**self._params(), "size_bytes": row.size_bytes},
+                params=params,
                 location=self.location,
-                samples=samples,
-                details={
-                    "op": self.op,
-                    "count": row.count,
-                    "wrong": row.wrong,
-                    "nccl_tests_time_us": row.time_us,
-                    "nccl_tests_algbw_gbps": row.algbw_gbps,
-                    "nccl_tests_busbw_gbps": row.busbw_gbps,
-                    "timing": "value: busbw of the median per-iteration time; slowest rank per iteration",
-                },
+                samples=[_busbw(row.size_bytes, t_us, factor) for t_us in row.samples_us],
+                details={**details, "time_us": row.time_us, "algbw_gbps": row.algbw_gbps},
+            ))
+            out.append(Measurement(
+                metric=f"{collective.metric_name}.time_us",
+                value=row.time_us,
+                unit="us",
+                params=params,
+                location=self.location,
+                samples=list(row.samples_us),
+                details={**details, "busbw_gbps": row.busbw_gbps, "algbw_gbps": row.algbw_gbps},
             ))
         out.append(Measurement(
             metric="collective.wrong",
@@ -376,6 +391,27 @@ class CollectiveSweep:
 
     def _params(self) -> dict[str, str | int | bool]:
         return {"ranks": self.ranks, "dtype": self.dtype, "inplace": self.inplace, "backend": self.backend}
+
+    def _details(self, row: CollectiveRow) -> dict[str, object]:
+        details: dict[str, object] = {
+            "op": self.op, "count": row.count, "wrong": row.wrong,
+            "iterations_per_repeat": self.iterations, "repeats": self.repeats, "timing": TIMING,
+        }
+        if self.caveat:
+            details["caveat"] = self.caveat
+        return details
+
+
+def blocking_wait_caveat(backend: str, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The caveat of NCCL figures taken under TORCH_NCCL_BLOCKING_WAIT (None when it is off)."""
+    if backend != "nccl":
+        return None  # Gloo's ops complete on the host whatever the variable says
+    for name in BLOCKING_WAIT_VARIABLES:
+        if environ.get(name, "").strip().lower() in ("1", "true", "yes", "y"):
+            return (f"{name}={environ[name]}: each op's wait blocks the host until the op completes, so back-to-back "
+                    "ops cannot overlap a launch with the previous op; small-message times include a host round "
+                    "trip each and read slower than nccl-tests'")
+    return None
 
 
 def _busbw(size_bytes: int, time_us: float, factor: float) -> float:
@@ -395,35 +431,32 @@ def _is_unsupported(exc: BaseException) -> bool:
     return isinstance(exc, NotImplementedError) or "not supported" in text or "unsupported" in text
 
 
-class _Stopwatch:
-    """Timestamps between back-to-back ops; `finish` synchronises once and returns the figures in seconds."""
+class RepeatTimer:
+    """Elapsed seconds of one repeat of back-to-back ops: the host clock on CPU, where Gloo ops return
+    complete; on GPU two CUDA events on the current stream, which waits for each collective."""
 
-    def __init__(self, device: torch.device, iterations: int) -> None:
+    def __init__(self, device: torch.device) -> None:
         self.device = device
         self.cuda = device.type == "cuda"
-        self.events = [torch.cuda.Event(enable_timing=True) for _ in range(iterations + 1)] if self.cuda else []
-        self.host: list[float] = []  # on GPU only the start: the per-op marks are the events
-        self.marks = 0
+        if self.cuda:
+            self.begin = torch.cuda.Event(enable_timing=True)
+            self.end = torch.cuda.Event(enable_timing=True)
+        self.started = 0.0
 
     def start(self) -> None:
-        self.host, self.marks = [time.perf_counter()], 0
-        if self.cuda:
-            self.events[0].record()
-
-    def mark(self) -> None:
-        self.marks += 1
-        if self.cuda:
-            self.events[self.marks].record()
-        else:
-            self.host.append(time.perf_counter())
-
-    def finish(self) -> tuple[float, list[float]]:
-        """(elapsed time of all ops, per-op intervals)."""
         if not self.cuda:
-            return self.host[-1] - self.host[0], [b - a for a, b in zip(self.host, self.host[1:])]
+            self.started = time.perf_counter()
+            return
+        # Nothing queued earlier may sit between the start event and the first op.
         torch.cuda.synchronize(self.device)
-        elapsed = time.perf_counter() - self.host[0]
-        return elapsed, [a.elapsed_time(b) / 1e3 for a, b in zip(self.events, self.events[1:self.marks + 1])]
+        self.begin.record()
+
+    def stop(self) -> float:
+        if not self.cuda:
+            return time.perf_counter() - self.started
+        self.end.record()
+        torch.cuda.synchronize(self.device)  # outside the span: the events mark it
+        return self.begin.elapsed_time(self.end) / 1e3  # elapsed_time is in milliseconds
 
 
 def _fill(tensor: torch.Tensor, values: IndexFn) -> None:
@@ -479,31 +512,37 @@ def sweep_collective(
     group: dist.ProcessGroup | None = None,
     warmup: int = 5,
     iterations: int = 20,
+    repeats: int = 5,
     backend: str | None = None,
     root: int = 0,
     timeout: float | None = None,
     seed: int = 1234,
+    on_step: Callable[[int, int, str], None] | None = None,
 ) -> CollectiveSweep:
     """Measure one collective over `sizes` (bytes) in one mode on every rank of `group`.
 
     Every rank of the group must call it with the same arguments; every rank gets the same rows, and
     a NotMeasured (a mode torch lacks, an op the backend rejects) is raised on every rank alike.
+    `iterations` back-to-back ops make one repeat (nccl-tests -n); each of `repeats` repeats is one
+    sample, and a size's figure is their median.
     `timeout` (seconds) bounds each host-side wait (barriers, untimed ops, the check, the rank
     combination). The timed ops on CUDA wait on the stream only, so a hang there is bounded by the
     process group's own timeout (set at init_process_group), not by `timeout`.
     `backend` is what the params report; by default the group's backend.
+    `on_step(done, total, detail)`, if given, is called on the group's rank 0 after each size (progress).
     """
     collective = COLLECTIVES[op] if isinstance(op, str) else op
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype '{dtype}' (valid: {', '.join(DTYPES)})")
     if not sizes:
         raise ValueError("sweep_collective needs at least one size")
-    if iterations < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if iterations < 1 or repeats < 1:
+        raise ValueError(f"iterations and repeats must be >= 1, got {iterations} and {repeats}")
     view = GroupView(group, dist.get_rank(group), dist.get_world_size(group), root if collective.has_root else -1)
     if collective.has_root and not 0 <= root < view.size:
         raise ValueError(f"root {root} is not a rank of the group (0..{view.size - 1})")
-    backend = backend or str(dist.get_backend(group))
+    group_backend = str(dist.get_backend(group))
+    backend = backend or group_backend
     mode = "in-place" if inplace else "out-of-place"
     if inplace not in collective.inplace_modes:
         raise NotMeasured(f"{collective.name} {mode} is not offered by torch.distributed")
@@ -516,6 +555,7 @@ def sweep_collective(
     element_size = torch.empty((), dtype=torch_dtype).element_size()
     generator = torch.Generator(device=device)
     generator.manual_seed(seed + view.rank)
+    timer = RepeatTimer(device)
 
     rows: list[CollectiveRow] = []
     for requested in sizes:
@@ -537,21 +577,22 @@ def sweep_collective(
                     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                     raise NotMeasured(f"{collective.name} {mode} {dtype} on {backend}: {reason}") from exc
                 raise
-        _wait([dist.barrier(group=group, async_op=True)], wait_timeout)
 
-        stopwatch = _Stopwatch(device, iterations)
-        stopwatch.start()
-        for _ in range(iterations):
-            _wait(collective.launch(buffers, view), hot_timeout)
-            stopwatch.mark()
-        elapsed, intervals = stopwatch.finish()
-        slowest = torch.tensor([elapsed, *intervals], dtype=torch.float64, device=device)
+        per_op_s = []
+        for _ in range(repeats):
+            # Every rank starts the repeat together, so rank skew is not charged to the ops.
+            _wait([dist.barrier(group=group, async_op=True)], wait_timeout)
+            timer.start()
+            for _ in range(iterations):
+                _wait(collective.launch(buffers, view), hot_timeout)
+            per_op_s.append(timer.stop() / iterations)
+        slowest = torch.tensor(per_op_s, dtype=torch.float64, device=device)
         _wait([dist.all_reduce(slowest, op=dist.ReduceOp.MAX, group=group, async_op=True)], wait_timeout)
-        elapsed, *intervals = slowest.tolist()
+        samples_us = tuple(t * 1e6 for t in slowest.tolist())
 
         wrong = count_wrong(collective, buffers, view, count, dtype, wait_timeout)
-        time_us = elapsed / iterations * 1e6
-        algbw = size_bytes / (time_us * 1e-6) / GB
+        time_us = statistics.median(samples_us)
+        algbw = size_bytes / (time_us * 1e-6) / GB if time_us > 0 else 0.0
         rows.append(CollectiveRow(
             size_bytes=size_bytes,
             count=count,
@@ -562,7 +603,11 @@ def sweep_collective(
             algbw_gbps=algbw,
             busbw_gbps=algbw * collective.busbw_factor(view.size),
             wrong=wrong,
-            samples_us=tuple(t * 1e6 for t in intervals),
+            samples_us=samples_us,
         ))
         del buffers  # free this size's buffers before the next, larger size allocates its own
-    return CollectiveSweep(collective.name, dtype, inplace, backend, view.size, location, tuple(rows))
+        if on_step is not None and view.rank == 0:
+            row = rows[-1]
+            on_step(len(rows), len(sizes), f"{row.size_bytes} B: busbw {row.busbw_gbps:.2f} GB/s, #wrong {row.wrong}")
+    return CollectiveSweep(collective.name, dtype, inplace, backend, view.size, location, tuple(rows),
+                           iterations=iterations, repeats=repeats, caveat=blocking_wait_caveat(group_backend))

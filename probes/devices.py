@@ -26,6 +26,9 @@ class LocalDevice:
     compute_capability: tuple[int, int] | None  # None on a CPU
     # Streaming multiprocessors (NVIDIA) or compute units (AMD); logical CPUs usable by this process.
     count_cores: int | None
+    # The device's UUID as torch prints it ("5f3c1a2b-...", without NVML's "GPU-"/"MIG-" prefix): the
+    # one name CUDA and NVML agree on (their indices differ). None on a CPU, or where torch gives none.
+    uuid: str | None = None
 
 
 def local_devices() -> list[LocalDevice]:
@@ -45,7 +48,16 @@ def _cuda_device(index: int) -> LocalDevice:
         memory_bytes=int(props.total_memory),
         compute_capability=(int(props.major), int(props.minor)),
         count_cores=int(props.multi_processor_count),
+        uuid=_cuda_uuid(props),
     )
+
+
+def _cuda_uuid(props: object) -> str | None:
+    """props.uuid is a torch._C._CUuuid whose str() is the 8-4-4-4-12 hex form (torch >= 2.1);
+    older torch has no such attribute."""
+    uuid = getattr(props, "uuid", None)
+    text = str(uuid).strip() if uuid is not None else ""
+    return text or None
 
 
 def _cpu_device() -> LocalDevice:

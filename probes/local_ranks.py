@@ -22,6 +22,13 @@ Never hang, never leave a process behind:
 - the same cleanup runs on KeyboardInterrupt or any other exception in the parent, and each child asks
   the kernel to kill it if its parent process dies first (Linux; under forkserver that is the server,
   which exits with the caller), so no rank outlives the run.
+
+GPUs in a compute mode that allows one CUDA context at a time (EXCLUSIVE_PROCESS) or none
+(PROHIBITED): the caller (a pytest session whose GEMM and memory tests ran on every GPU) holds a
+context on each GPU it has used, and a process cannot give its CUDA contexts back while torch lives
+in it. A child would then fail to open its own, after the deadline on the other ranks. So with NCCL
+the compute mode is read first (NVML) and such a run is NOT MEASURED at once, with the reason and
+what to do instead (a launcher, one process a GPU, never shares a GPU between two processes).
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.distributed as dist
 import torch.multiprocessing
+
+from clusterbench import progress
+from clusterbench.model import NotMeasured
 
 # After the first failure, how long the other ranks get to report theirs before they are stopped.
 FAILURE_GRACE_S = 3.0
@@ -77,6 +87,73 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
+def rank_gpu(rank: int) -> int:
+    """The CUDA device of local rank `rank`: one GPU a rank, wrapping if there are more ranks than GPUs."""
+    return rank % torch.cuda.device_count()
+
+
+def _holds_cuda_context(index: int) -> bool:
+    """Whether this process holds a CUDA context on device `index` (its primary context, which torch uses)."""
+    if not torch.cuda.is_initialized():
+        return False
+    has_primary_context = getattr(torch._C, "_cuda_hasPrimaryContext", None)
+    # A torch without the query: assume the worst once CUDA is initialised here.
+    return True if has_primary_context is None else bool(has_primary_context(index))
+
+
+_COMPUTE_MODE_NAMES = ("DEFAULT", "EXCLUSIVE_THREAD", "PROHIBITED", "EXCLUSIVE_PROCESS")
+
+
+def _compute_modes(indices: Sequence[int], nvml: Any | None) -> dict[int, str]:
+    """The compute mode ("DEFAULT", "EXCLUSIVE_PROCESS", ...) of each CUDA device in `indices` that NVML
+    can be asked about; paired with its NVML GPU by UUID, since the two number GPUs differently."""
+    from clusterbench.probes.health.gpu_pairing import pair_devices, read_gpu_ids
+    from clusterbench.probes.health.nvml_session import nvml_session
+
+    uuids = {f"cuda:{i}": str(getattr(torch.cuda.get_device_properties(i), "uuid", "") or "") or None
+             for i in indices}
+    modes: dict[int, str] = {}
+    with nvml_session(nvml) as session:
+        names = {getattr(session, f"NVML_COMPUTEMODE_{name}"): name for name in _COMPUTE_MODE_NAMES}
+        pairing = pair_devices(uuids, read_gpu_ids(session))
+        for index in indices:
+            paired = pairing.indices.get(f"cuda:{index}")
+            if paired is None:
+                continue  # a MIG slice or an unreadable GPU: nothing to tell from here
+            try:
+                mode = session.nvmlDeviceGetComputeMode(session.nvmlDeviceGetHandleByIndex(paired))
+            except session.NVMLError:
+                continue
+            modes[index] = names.get(mode, f"mode {mode}")
+    return modes
+
+
+def cuda_context_conflict(world_size: int, nvml: Any | None = None) -> str | None:
+    """Why `world_size` local ranks could not each open a CUDA context on their GPU, or None when they can
+    (or when NVML cannot tell: then a child's own error says it). `nvml` is for tests (a fake pynvml)."""
+    gpus = [rank_gpu(rank) for rank in range(world_size)]
+    try:
+        modes = _compute_modes(sorted(set(gpus)), nvml)
+    except NotMeasured:
+        return None  # no NVML here: no compute mode to read
+    remedy = ("run under a launcher instead (torchrun --nproc-per-node=N -m pytest ..., one process a GPU), "
+              "or set the compute mode to DEFAULT (nvidia-smi -i N -c DEFAULT)")
+    for index, mode in sorted(modes.items()):
+        name = f"GPU {index} ({torch.cuda.get_device_name(index)})"
+        if mode == "PROHIBITED":
+            return f"{name} is in compute mode PROHIBITED: no process may open a CUDA context on it"
+        if mode not in ("EXCLUSIVE_PROCESS", "EXCLUSIVE_THREAD"):
+            continue
+        if _holds_cuda_context(index):
+            return (f"{name} is in compute mode {mode} and this process (pid {os.getpid()}) already holds a CUDA "
+                    f"context on it from earlier tests, which it cannot release: local ranks cannot open theirs; "
+                    f"{remedy}")
+        if gpus.count(index) > 1:
+            return (f"{name} is in compute mode {mode} and {gpus.count(index)} of the {world_size} local ranks "
+                    f"would share it ({torch.cuda.device_count()} GPUs); {remedy}")
+    return None
+
+
 def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -100,11 +177,14 @@ def _child(
         # Without it Gloo may pick an interface that routes loopback traffic badly (pytorch/gloo #335).
         os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     exit_code = 0
+    if rank == 0:
+        # Rank 0's sweep steps travel up the result pipe, ahead of its result, to the parent's reporter.
+        progress.install(progress.ForwardingReporter(channel.send))
     try:
         device_id = None
         if backend == "nccl":
             # One GPU a rank; naming it at init also tells NCCL's barrier which device to use.
-            device_id = torch.device("cuda", rank % torch.cuda.device_count())
+            device_id = torch.device("cuda", rank_gpu(rank))
             torch.cuda.set_device(device_id)
         dist.init_process_group(backend, rank=rank, world_size=world_size, device_id=device_id,
                                 timeout=datetime.timedelta(seconds=collective_timeout_s))
@@ -158,12 +238,15 @@ def run_local_ranks(
     `fn` and `args` must be picklable (a module-level function). `timeout` (seconds) is the deadline
     for the whole run, counted from the moment every rank is started; `collective_timeout` is the
     process group's own timeout (default: `timeout`). `start_method` is "forkserver" or "spawn".
-    Raises LocalRanksError if any rank fails, dies or misses the deadline.
+    Raises LocalRanksError if any rank fails, dies or misses the deadline, and NotMeasured, before
+    starting any, when the GPUs' compute mode would refuse the ranks their CUDA contexts (NCCL).
     """
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
     if start_method not in ("forkserver", "spawn"):
         raise ValueError(f"start_method must be 'forkserver' or 'spawn', got {start_method!r}")
+    if backend == "nccl" and (conflict := cuda_context_conflict(world_size)):
+        raise NotMeasured(conflict)
     context = torch.multiprocessing.get_context(start_method)
     if start_method == "forkserver":
         # Takes effect when the server first starts (once per process); later calls reuse it.
@@ -197,6 +280,12 @@ def run_local_ranks(
             reader.close()
 
 
+def _show_progress(step: progress.Step) -> None:
+    reporter = progress.current()
+    if reporter is not None:
+        reporter.step(step)
+
+
 def _collect(
     processes: Sequence[Any], channels: dict[int, Connection], deadline: float, timeout: float
 ) -> tuple[dict[int, Any], dict[int, str]]:
@@ -216,6 +305,9 @@ def _collect(
                     report = channel.recv() if channel.poll() else None
                 except EOFError:  # the child closed its pipe without a report: it died
                     report = None
+                if isinstance(report, progress.Step):  # a finished sweep step, not the rank's result
+                    _show_progress(report)
+                    continue
                 if report is not None:
                     pending.discard(rank)
                     if report.ok:

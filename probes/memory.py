@@ -5,12 +5,23 @@ cache's, and counts each byte twice (read once, written once), as STREAM and Bab
 "copy". Host-device copies start from (or land in) pinned host memory, as nvbandwidth does, and
 count each byte once. Buffers hold random data; each iteration is timed on its own (device events
 on a GPU) and the headline is the median.
+
+Host-device copies run with the thread bound to the CPUs local to the GPU's PCIe root (sysfs
+`local_cpulist`), and the pinned buffer is allocated under that binding, so its pages sit on the
+GPU's NUMA node: what nvbandwidth's published figures assume, and what a well-configured training
+job does. A copy across the socket link reads lower and would blame the GPU. Where the binding
+cannot be made, the copy runs unbound and details["caveat"] says why.
+
+Each measurement hands its cached device memory back when it ends and records its peak.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -56,6 +67,13 @@ def host_device_plan(quick: bool) -> CopyPlan:
 
 def measure_copy(device: LocalDevice, *, quick: bool, location: Location) -> Measurement:
     """Device-to-device copy bandwidth (host memory on a CPU device), bytes read + written."""
+    with timing.device_memory_phase(device) as memory:
+        measurement = _measure_device_copy(device, quick=quick, location=location)
+    memory.record_in(measurement.details)
+    return measurement
+
+
+def _measure_device_copy(device: LocalDevice, *, quick: bool, location: Location) -> Measurement:
     plan = copy_plan(device, quick)
     src = torch.rand(plan.nbytes // FLOAT_BYTES, device=device.torch_device)
     dst = torch.empty_like(src)
@@ -82,7 +100,17 @@ def measure_d2h(device: LocalDevice, *, quick: bool, location: Location) -> Meas
 
 def _measure_host_device(device: LocalDevice, *, quick: bool, location: Location, to_device: bool) -> Measurement:
     _require_accelerator(device, "host-to-device" if to_device else "device-to-host")
-    plan = host_device_plan(quick)
+    with timing.device_memory_phase(device) as memory, bound_to_local_cpus(device) as binding:
+        release_pinned_host_cache()  # a cached pinned block may sit on another GPU's node: not reused
+        measurement = _time_host_device(device, host_device_plan(quick), location=location, to_device=to_device)
+        measurement.details["pinned_cache_released"] = release_pinned_host_cache()
+    memory.record_in(measurement.details)
+    binding.record_in(measurement.details)
+    return measurement
+
+
+def _time_host_device(device: LocalDevice, plan: CopyPlan, *, location: Location, to_device: bool) -> Measurement:
+    # Allocated here, under the binding: pinning faults the pages in on the binding's NUMA node.
     host = torch.rand(plan.nbytes // FLOAT_BYTES, pin_memory=True)
     on_device = torch.rand(host.shape, device=device.torch_device)
     source, target = (host, on_device) if to_device else (on_device, host)
@@ -95,6 +123,137 @@ def _measure_host_device(device: LocalDevice, *, quick: bool, location: Location
         location=location,
         details={"pinned": True, "counting": "buffer_bytes once"},
     )
+
+
+def release_pinned_host_cache() -> bool:
+    """Free the pinned host blocks torch's host allocator cached; False where this torch has no way.
+
+    Without it a pinned buffer freed after one GPU's copy is handed to the next GPU's, pages and
+    NUMA node included, and a node's host memory stays pinned after the test.
+    """
+    accelerator = getattr(torch, "accelerator", None)
+    release = getattr(accelerator, "empty_host_cache", None) or getattr(torch._C, "_host_emptyCache", None)
+    if release is None:
+        return False
+    release()
+    return True
+
+
+PCI_DEVICES = Path("/sys/bus/pci/devices")
+
+
+@dataclass
+class HostBinding:
+    """Where the host side of a host-device copy ran: the CPUs its thread was bound to, or why not."""
+
+    pci_address: str | None = None  # the GPU's, "0000:18:00.0", where torch reports it
+    cpus: frozenset[int] | None = None  # None: the copy ran unbound
+    unbound_reason: str = ""
+
+    def record_in(self, details: dict[str, object]) -> None:
+        details["gpu_pci_address"] = self.pci_address
+        if self.cpus is not None:
+            details["host_cpus"] = format_cpu_list(self.cpus)
+            details["host_binding"] = f"thread bound to the {len(self.cpus)} CPUs local to the GPU ({self.pci_address})"
+        else:
+            details["host_binding"] = "unbound"
+            caveat = f"host side not bound to the GPU's NUMA node: {self.unbound_reason}"
+            details["caveat"] = "; ".join(c for c in (details.get("caveat"), caveat) if c)
+
+
+def gpu_pci_address(device: LocalDevice, nvml: Any | None = None) -> str | None:
+    """The GPU's PCI address as sysfs names it ("0000:18:00.0"); None where neither torch nor NVML says.
+
+    torch's device properties carry pci_domain_id / pci_bus_id / pci_device_id in recent releases
+    (torch.numa's binding reads them; older builds, which pyproject still allows, lack them), then
+    function 0, as torch.numa assumes: a GPU's PCIe endpoint has one. Without them NVML is asked,
+    by the device's UUID (CUDA and NVML number GPUs differently; the UUID is the name both share).
+    """
+    props = torch.cuda.get_device_properties(device.index)
+    ids = [getattr(props, name, None) for name in ("pci_domain_id", "pci_bus_id", "pci_device_id")]
+    if all(isinstance(i, int) for i in ids):
+        domain, bus, slot = ids
+        return f"{domain:04x}:{bus:02x}:{slot:02x}.0"
+    return _nvml_pci_address(getattr(device, "uuid", None), nvml)
+
+
+def _nvml_pci_address(uuid: str | None, nvml: Any | None) -> str | None:
+    """NVML's bus id of the GPU with `uuid` in sysfs form: "00000000:1B:00.0" -> "0000:1b:00.0"."""
+    if not uuid:
+        return None
+    from clusterbench.probes.health.nvml_session import nvml_session  # NVML only where torch lacks the fields
+
+    name = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+    try:
+        with nvml_session(nvml) as session:
+            bus_id = session.nvmlDeviceGetPciInfo(session.nvmlDeviceGetHandleByUUID(name)).busId
+    except Exception:  # noqa: BLE001 - no NVML, no such GPU, an old binding: the caller falls back visibly
+        return None
+    text = bus_id.decode() if isinstance(bus_id, bytes) else str(bus_id)
+    domain, _, rest = text.partition(":")
+    try:
+        return f"{int(domain, 16):04x}:{rest.lower()}"
+    except ValueError:
+        return None
+
+
+def parse_cpu_list(text: str) -> frozenset[int]:
+    """sysfs's CPU list format: "0-3,8,10-11" -> {0, 1, 2, 3, 8, 10, 11}."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return frozenset(cpus)
+
+
+def format_cpu_list(cpus: frozenset[int] | set[int]) -> str:
+    """The inverse of parse_cpu_list, ranges collapsed: {0, 1, 2, 5} -> "0-2,5"."""
+    ranges: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if ranges and cpu == ranges[-1][1] + 1:
+            ranges[-1][1] = cpu
+        else:
+            ranges.append([cpu, cpu])
+    return ",".join(f"{a}-{b}" if a != b else f"{a}" for a, b in ranges)
+
+
+def _plan_binding(device: LocalDevice, allowed: frozenset[int], pci_devices: Path) -> HostBinding:
+    """The CPUs to bind to, or why there are none: no PCI address, no sysfs file, none allowed."""
+    address = gpu_pci_address(device)
+    if address is None:
+        return HostBinding(None, None, f"torch {torch.__version__}'s device properties carry no PCI address "
+                                       "and NVML did not give one")
+    cpulist = pci_devices / address / "local_cpulist"
+    try:
+        local = parse_cpu_list(cpulist.read_text())
+    except (OSError, ValueError) as exc:
+        return HostBinding(address, None, f"{cpulist} unreadable ({getattr(exc, 'strerror', None) or exc})")
+    usable = local & allowed
+    if not usable:
+        return HostBinding(address, None, f"none of its local CPUs ({format_cpu_list(local)}) is allowed to this "
+                                          f"process (allowed: {format_cpu_list(allowed)}); check the job's CPU binding")
+    return HostBinding(address, usable)
+
+
+@contextlib.contextmanager
+def bound_to_local_cpus(device: LocalDevice, pci_devices: Path | None = None) -> Iterator[HostBinding]:
+    """Run the block with this thread bound to the GPU's local CPUs (those this process may use);
+    the previous affinity is restored after. Yields the binding made, or why none was."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield HostBinding(None, None, "this platform has no sched_setaffinity")
+        return
+    previous = frozenset(os.sched_getaffinity(0))
+    binding = _plan_binding(device, previous, pci_devices or PCI_DEVICES)
+    if binding.cpus is None:
+        yield binding
+        return
+    os.sched_setaffinity(0, binding.cpus)  # pid 0: the calling thread only (Linux)
+    try:
+        yield binding
+    finally:
+        os.sched_setaffinity(0, previous)
 
 
 def _require_accelerator(device: LocalDevice, direction: str) -> None:

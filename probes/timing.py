@@ -68,6 +68,40 @@ def soak(fn: Callable[[], object], *, device: LocalDevice, seconds: float) -> in
     return runs
 
 
+@dataclass
+class DeviceMemoryPhase:
+    """What one measurement held of its device's memory: the peak torch allocated while it ran."""
+
+    peak_bytes: int | None = None  # None on a CPU: host memory is not the caching allocator's
+
+    def record_in(self, details: dict[str, object]) -> None:
+        if self.peak_bytes is not None:
+            details["peak_device_memory_bytes"] = self.peak_bytes
+
+
+@contextlib.contextmanager
+def device_memory_phase(device: LocalDevice) -> Iterator[DeviceMemoryPhase]:
+    """Measure the block's peak device memory, and hand the memory it cached back afterwards.
+
+    torch's caching allocator keeps every block a measurement freed, so without this a parent
+    process holds gigabytes on each GPU after its GEMM and copy tests (the largest sweep's operands,
+    the flush buffer), memory the next phase, another rank, or a collective's buffers then lack.
+    empty_cache can only return blocks no tensor holds: the block must drop its tensors before it
+    ends (return from the function that made them). It runs on the way out of a failure too.
+    """
+    phase = DeviceMemoryPhase()
+    if device.kind != "cuda":
+        yield phase
+        return
+    with torch.cuda.device(device.index):
+        torch.cuda.reset_peak_memory_stats(device.index)
+        try:
+            yield phase
+            phase.peak_bytes = int(torch.cuda.max_memory_allocated(device.index))
+        finally:
+            torch.cuda.empty_cache()
+
+
 def synchronize(device: LocalDevice) -> None:
     """Wait for all queued work on `device` (CPU work is synchronous: nothing to wait for)."""
     if device.kind == "cuda":

@@ -14,17 +14,25 @@ from pathlib import Path
 from clusterbench.errors import ClusterbenchError
 from clusterbench.results import RunResults
 
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
 
 def load_results(path: Path) -> RunResults:
     """A results.json as RunResults, or ClusterbenchError saying in one line what is wrong."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ClusterbenchError(f"{path}: no such file (give the results.json of a run)") from None
     except IsADirectoryError:
         raise ClusterbenchError(f"{path}: is a directory; give its results.json") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ClusterbenchError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    except OSError as exc:
+        raise ClusterbenchError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if raw.startswith(SQLITE_MAGIC):
+        raise ClusterbenchError(f"{path}: is an SQLite file (a run history?), not a results.json; see `clusterbench history list {path}`")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ClusterbenchError(f"{path}: not a text file, so not a results.json (give the results.json a run wrote)") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jinja2
 
+from clusterbench.reports.bad_nodes import service_commands
 from clusterbench.reports.overview import Overview
 from clusterbench.reports.sections import (
     FamilySection,
@@ -59,7 +60,9 @@ def render_html(results: RunResults, overview: Overview) -> str:
     scaling: list[ScalingView] = scaling_views(results)
     trends: list[Plot] = trend_plots(results.trends)
     template = _environment().get_template("report.html.j2")
+    slurm, kubernetes = service_commands(overview.bad_nodes[:MAX_BLAMED_ROWS])
     return template.render(
+        service={"slurm": slurm, "kubernetes": kubernetes},
         o=overview,
         run=results.run,
         families=families,

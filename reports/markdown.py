@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+from clusterbench.reports.bad_nodes import BAD_NODES_FILENAME, service_commands
 from clusterbench.reports.overview import CheckRow, Overview
 
 MAX_ROWS = 25  # per table
@@ -46,20 +47,45 @@ def _check_rows(rows: list[CheckRow]) -> list[list[str]]:
     ]
 
 
+def _service_section(o: Overview) -> list[str]:
+    """The bad nodes and the commands that take them out of service, for a person to run."""
+    slurm, kubernetes = service_commands(o.bad_nodes)
+    lines = ["", f"### Nodes to take out of service ({len(o.bad_nodes)}, listed in {BAD_NODES_FILENAME})", ""]
+    lines += _table(["Host", "Why"], [[f"**{md(n.host, 80)}**", md(n.why)] for n in o.bad_nodes[:MAX_ROWS]])
+    lines += _more(len(o.bad_nodes), MAX_ROWS, BAD_NODES_FILENAME)
+    if slurm:
+        lines += ["", "Commands to run once you have looked (clusterbench never runs them):", "", "```sh",
+                  "# Slurm", *slurm[:MAX_ROWS], "# Kubernetes", *kubernetes[:MAX_ROWS], "```"]
+        lines += _more(len(slurm), MAX_ROWS, BAD_NODES_FILENAME)
+    return lines
+
+
+def _caveat_section(o: Overview) -> list[str]:
+    lines = ["", f"### Caveats ({len(o.caveats)}): read these figures with them", ""]
+    for c in o.caveats[:MAX_ROWS]:
+        more = f" and {c.figures_left_out} more" if c.figures_left_out else ""
+        lines.append(f"- **{md(c.text)}**: {md(', '.join(c.figures) + more, 400)} ({_counted(c.locations, 'location')})")
+    return lines + _more(len(o.caveats), MAX_ROWS)
+
+
 def render_markdown(o: Overview) -> str:
-    counts = " · ".join(f"{n} {md(name)}" for name, n in o.counts.items())
+    tests = " · ".join(f"{n} {md(name)}" for name, n in o.tests.items())
+    checks = " · ".join(f"{n} {md(name)}" for name, n in o.counts.items())
     lines = [
         f"## clusterbench: **{md(o.verdict)}** on {md(o.cluster)}",
         "",
-        f"{counts}  ",
+        f"{md(o.verdict_note, 400)}  ",
+        f"tests: {tests or 'none'} ({o.tests_total} in all) · checks: {checks}  ",
         (
-            f"{_counted(len(o.hosts), 'host')} · {_counted(o.world_size, 'rank')} · launcher {md(o.launcher)} · "
+            f"{md(o.nodes_text)} · {_counted(len(o.hosts), 'host')} · {md(o.world_text)} · launcher {md(o.launcher)} · "
             f"{md(o.started_at)} to {md(o.finished_at or 'not finished')} · clusterbench {md(o.evidence.toolkit_version)}  "
         ),
         f"results.json SHA-256 {md(o.evidence.results_sha256 or 'not written')}",
     ]
     if o.interrupted:
         lines += ["", f"> **Interrupted:** {md(o.interrupted)}"]
+    if o.caveats:
+        lines += _caveat_section(o)
     failed = [r for r in o.problems if r.verdict != "WARN"]
     warned = [r for r in o.problems if r.verdict == "WARN"]
     header = ["Verdict", "Metric", "Params", "Where", "Observed", "Target", "Margin", "Provenance", "Message"]
@@ -77,6 +103,8 @@ def render_markdown(o: Overview) -> str:
         lines += ["", f"### Blamed nodes ({len(o.blamed)})", ""]
         rows = [[f"**{md(b.host, 80)}**", md(", ".join(sorted(b.devices))), md(b.summary())] for b in o.blamed[:MAX_ROWS]]
         lines += _table(["Host", "Devices", "What"], rows) + _more(len(o.blamed), MAX_ROWS)
+    if o.bad_nodes:
+        lines += _service_section(o)
     if o.stragglers:
         lines += ["", f"### Stragglers ({len(o.stragglers)}, tolerance {o.outlier_tolerance:.0%})", ""]
         lines += [f"- {md(s.label, 80)}: {md(s.describe())}" for s in o.stragglers[:MAX_ROWS]]

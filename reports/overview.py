@@ -20,7 +20,7 @@ from clusterbench.outliers import (
     per_rank_measurements,
 )
 from clusterbench.profile import Settings
-from clusterbench.results import RunResults, outcome_label
+from clusterbench.results import RunResults, caveat_of
 from clusterbench.runinfo import redact_environment
 
 # Problems ordered worst first: a failure, then a required figure that is missing, then a warning.
@@ -85,6 +85,49 @@ class Blame:
         return "; ".join(parts)
 
 
+@dataclass(frozen=True)
+class Caveat:
+    """One caveat and the figures that carry it: a tmpfs target's figures are memory's, not a disk's."""
+
+    text: str
+    figures: list[str]  # figure labels (metric[params]), at most MAX_CAVEAT_FIGURES
+    figures_left_out: int
+    locations: int  # how many (host, device) places measured them
+
+
+MAX_CAVEAT_FIGURES = 12
+
+
+def caveats(results: RunResults) -> list[Caveat]:
+    """Every caveat of the run's figures, once each, with the figures it applies to, in the order met."""
+    found: dict[str, tuple[dict[str, None], set[tuple[str, str]]]] = {}
+    for m in results.measurements:
+        text = caveat_of(m)
+        if text is None:
+            continue
+        labels, where = found.setdefault(text, ({}, set()))
+        labels[Scope(m.metric, {k: v for k, v in m.params.items() if k != "size_bytes"}).label()] = None
+        where.add((m.location.host, m.location.device))
+    return [
+        Caveat(text, list(labels)[:MAX_CAVEAT_FIGURES], max(0, len(labels) - MAX_CAVEAT_FIGURES), len(where))
+        for text, (labels, where) in found.items()
+    ]
+
+
+@dataclass(frozen=True)
+class BadNode:
+    """A node to take out of service until someone looks at it: it failed checks or was blamed."""
+
+    host: str
+    why: str
+
+
+def bad_nodes(blamed: list["Blame"]) -> list[BadNode]:
+    """Every host that failed checks or straggled, worst first, with why. A host that only warned is
+    not one: a warning is the band above the fail threshold, not a reason to take a node away."""
+    return [BadNode(b.host, b.summary()) for b in blamed if b.failed or b.straggled]
+
+
 @dataclass
 class Evidence:
     """What lets a buyer tell the figures were not edited after the run."""
@@ -102,6 +145,7 @@ class Evidence:
 @dataclass
 class Overview:
     verdict: str
+    verdict_note: str  # what the verdict rests on; says so when no performance figure was judged
     cluster: str
     started_at: str
     finished_at: str | None
@@ -109,17 +153,53 @@ class Overview:
     launcher: str
     backend: str | None
     world_size: int
+    local_ranks: int | None  # ranks clusterbench started on this host in a world of one process
+    nodes_expected: int  # the profile's [cluster] nodes
     hosts: list[str]
     accelerators: list[tuple[str, int]]  # (name, count) across the nodes the run saw
     versions: dict[str, str | None]
-    counts: dict[str, int]
-    tests: dict[str, int]  # outcome_label (passed, warn, no expectation, failed, skipped) -> number of tests
+    counts: dict[str, int]  # checks by verdict
+    tests: dict[str, int]  # RunResults.test_counts(): tests as pytest's last line counts them
     problems: list[CheckRow]  # FAIL, NOT MEASURED that blocks, WARN: worst first
     failed_tests: list[tuple[str, str]]  # (test, message) of tests that failed other than by a check
     blamed: list[Blame]
     stragglers: list[Straggler]
     outlier_tolerance: float
     evidence: Evidence
+    caveats: list[Caveat] = field(default_factory=list)
+    bad_nodes: list[BadNode] = field(default_factory=list)
+
+    @property
+    def tests_total(self) -> int:
+        return sum(self.tests.values())
+
+    @property
+    def world_text(self) -> str:
+        return describe_world(self.world_size, self.local_ranks)
+
+    @property
+    def nodes_text(self) -> str:
+        return describe_nodes(len(self.hosts), self.nodes_expected)
+
+
+def describe_world(world_size: int, local_ranks: int | None) -> str:
+    """The world size, and the local ranks that ran beside it in a world of one process."""
+    text = f"world size {world_size}"
+    if local_ranks and local_ranks != world_size:
+        text += f" (collectives and training on {local_ranks} local ranks started by clusterbench)"
+    return text
+
+
+def describe_nodes(spans: int, expected: int) -> str:
+    if spans < expected:
+        return f"{spans} of {expected} nodes"
+    return f"{spans} node{'s' if spans != 1 else ''} (profile: {expected})"
+
+
+def expected_nodes(results: RunResults) -> int:
+    """The profile's [cluster] nodes as recorded in results.json (1 where it is not)."""
+    profile = results.run.profile if isinstance(results.run.profile, dict) else {}
+    return int((profile.get("cluster") or {}).get("nodes") or 1)
 
 
 def outlier_tolerance(results: RunResults) -> float:
@@ -179,6 +259,7 @@ def build_overview(results: RunResults, results_path: str | None, results_sha256
     tolerance = outlier_tolerance(results)
     stragglers = find_stragglers(results.measurements + per_rank_measurements(results.measurements), tolerance)
     problems = problem_checks(results.checks)
+    blamed = _blame(problems, stragglers)
     profile = run.profile or {}
     evidence = Evidence(
         toolkit_version=str(run.versions.get("clusterbench") or "unknown"),
@@ -193,6 +274,7 @@ def build_overview(results: RunResults, results_path: str | None, results_sha256
     )
     return Overview(
         verdict=results.verdict,
+        verdict_note=results.verdict_note(),
         cluster=run.cluster,
         started_at=run.started_at,
         finished_at=run.finished_at,
@@ -200,15 +282,19 @@ def build_overview(results: RunResults, results_path: str | None, results_sha256
         launcher=run.launcher,
         backend=run.backend,
         world_size=run.world_size,
+        local_ranks=run.local_ranks,
+        nodes_expected=expected_nodes(results),
         hosts=list(run.hosts),
         accelerators=_accelerators(results),
         versions=dict(run.versions),
         counts=results.counts(),
-        tests=dict(Counter(outcome_label(t.outcome, t.verdict) for t in results.tests)),
+        tests=results.test_counts(),
         problems=[CheckRow.of(c) for c in problems],
         failed_tests=_failed_tests(results, problems),
-        blamed=_blame(problems, stragglers),
+        blamed=blamed,
         stragglers=stragglers,
         outlier_tolerance=tolerance,
         evidence=evidence,
+        caveats=caveats(results),
+        bad_nodes=bad_nodes(blamed),
     )

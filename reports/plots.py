@@ -83,6 +83,13 @@ def _plot(draw, height_in: float, lefts_in: Sequence[float] = (MARGIN_IN["left"]
         return to_svg(figure)
 
 
+def wrap_title(title: str, width_in: float = WIDTH_IN - MARGIN_IN["left"] - MARGIN_IN["right"]) -> tuple[str, float]:
+    """The title wrapped to the width it stands over, never cut (a long metric and its params run
+    past the figure's edge otherwise), and the extra height its further lines need."""
+    lines = textwrap.wrap(title.replace(",", ", "), max(20, int(width_in / TITLE_CHAR_IN))) or [title]
+    return "\n".join(lines), TITLE_LINE_IN * (len(lines) - 1)
+
+
 def shorten(label: str, limit: int = 36) -> str:
     """A label cut in its middle, where host names differ least (prefix and device stay)."""
     if len(label) <= limit:
@@ -140,15 +147,18 @@ def busbw_by_size(title: str, lines: Sequence[Line], expectations: Sequence[Mark
         _log2_axis(ax, _human_bytes)
         ax.set_xlabel("message size")
         ax.set_ylabel(f"busbw ({unit})")
-        ax.set_title(title, loc="left")
+        ax.set_title(wrapped, loc="left")
         ax.legend(fontsize=7, loc="upper left")
 
-    return _plot(draw, 3.0)
+    wrapped, extra_in = wrap_title(title)
+    return _plot(draw, 3.0 + extra_in, top_in=MARGIN_IN["top"] + extra_in)
 
 
-def scaling(title: str, unit: str, points: Sequence[tuple[int, float, float, str]], floor_ratio: float | None) -> str:
-    """A figure against ranks: measured (one marker style per span), the ideal line, and the floor
-    (ideal x efficiency floor) where the profile gives one. points: (ranks, value, ideal, span)."""
+def scaling(title: str, unit: str, points: Sequence[tuple[int, float, float, str, float | None]],
+            floor_ratio: float | None) -> str:
+    """A figure against ranks: measured (one marker style per span, each point labelled with its
+    efficiency, the same figure as the table's), the ideal line, and the floor (ideal x efficiency
+    floor) where the profile gives one. points: (ranks, value, ideal, span, efficiency)."""
 
     def draw(figure, axes):
         (ax,) = axes
@@ -158,6 +168,9 @@ def scaling(title: str, unit: str, points: Sequence[tuple[int, float, float, str
             chosen = [p for p in ordered if p[3] == span]
             ax.plot([p[0] for p in chosen], [p[1] for p in chosen], marker="os^D"[index % 4], linewidth=1.4,
                     label=f"measured ({span})" if span else "measured")
+        for p in ordered:
+            if p[4] is not None:
+                ax.annotate(f"{p[4]:.0%}", (p[0], p[1]), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ranks = [p[0] for p in ordered]
         ideal = [p[2] for p in ordered]
         ax.plot(ranks, ideal, color=IDEAL, linestyle="--", linewidth=1.1, label="ideal")
@@ -165,12 +178,13 @@ def scaling(title: str, unit: str, points: Sequence[tuple[int, float, float, str
             ax.plot(ranks, [i * floor_ratio for i in ideal], color=BAD, linestyle=":", linewidth=1.0,
                     label=f"efficiency floor {floor_ratio:.0%}")
         _log2_axis(ax, lambda x: f"{x:g}")
-        ax.set_xlabel("ranks")
+        ax.set_xlabel("ranks (labels: efficiency against the ideal)")
         ax.set_ylabel(unit)
-        ax.set_title(title, loc="left")
+        ax.set_title(wrapped, loc="left")
         ax.legend(fontsize=7)
 
-    return _plot(draw, 2.8)
+    wrapped, extra_in = wrap_title(title)
+    return _plot(draw, 2.8 + extra_in, top_in=MARGIN_IN["top"] + extra_in)
 
 
 @dataclass(frozen=True)
@@ -199,10 +213,7 @@ def location_bars(title: str, unit: str, better: Better, bars: Sequence[Bar], me
     panel_in = (WIDTH_IN - sum(lefts_in) - MARGIN_IN["right"]) / len(lefts_in)
     title = f"{title}: all {len(bars)}" if many else title
     title_width_in = panel_in + (bar_left_in if many else 0.0)
-    title_lines = textwrap.wrap(title.replace(",", ", "), max(20, int(title_width_in / TITLE_CHAR_IN))) or [title]
-    if len(title_lines) > 1:
-        title = "\n".join(title_lines)
-    extra_in = TITLE_LINE_IN * (len(title_lines) - 1)
+    title, extra_in = wrap_title(title, title_width_in)
     height = max(1.6, 0.17 * len(shown) + 0.9) + extra_in
 
     def draw(figure, axes):
@@ -258,15 +269,17 @@ def grouped_bars(title: str, unit: str, groups: Sequence[str], series: dict[str,
             ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(_large_values_engineering))
         ax.set_ylabel(unit)
-        ax.set_title(title, loc="left")
+        ax.set_title(wrapped, loc="left")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
 
     legend_in = 0.3 + CHAR_IN * max(len(name) for name in series)
-    return _plot(draw, 2.6, right_in=legend_in)
+    wrapped, extra_in = wrap_title(title, WIDTH_IN - MARGIN_IN["left"] - legend_in)
+    return _plot(draw, 2.6 + extra_in, right_in=legend_in, top_in=MARGIN_IN["top"] + extra_in)
 
 
 def trend(title: str, unit: str, labels: Sequence[str], values: Sequence[float], current: float | None) -> str:
-    """A metric over stored runs, oldest first, this run marked at the right."""
+    """A metric over stored runs, oldest first, this run marked at the right. `labels` name each
+    run distinctly (sections.run_labels: date and time, the run ID where those repeat)."""
 
     def draw(figure, axes):
         (ax,) = axes
@@ -280,7 +293,9 @@ def trend(title: str, unit: str, labels: Sequence[str], values: Sequence[float],
         ax.set_xticks(range(0, len(tick_labels), step), tick_labels[::step], fontsize=7, rotation=20, ha="right")
         ax.set_xlim(-0.5, len(tick_labels) - 0.5)
         ax.set_ylabel(unit)
-        ax.set_title(title, loc="left")
+        ax.set_title(wrapped, loc="left")
         ax.legend(fontsize=7)
 
-    return _plot(draw, 2.6, bottom_in=0.75)
+    wrapped, extra_in = wrap_title(title)
+    bottom_in = 0.45 + CHAR_IN * 0.5 * max((len(label) for label in labels), default=10)  # rotated labels
+    return _plot(draw, 2.3 + bottom_in + extra_in, bottom_in=bottom_in, top_in=MARGIN_IN["top"] + extra_in)

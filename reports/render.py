@@ -1,5 +1,5 @@
-"""One entry point that renders every derived report of a run (report.html, summary.md) into a
-folder, from a RunResults and the results.json it was saved as.
+"""One entry point that renders every derived report of a run (report.html, summary.md, bad-nodes.txt,
+metrics.prom) into a folder, from a RunResults and the results.json it was saved as.
 
 results.json itself is never written here: it is the record the reports are derived from, and its
 SHA-256 (over the exact bytes on disk) goes into both reports as evidence. Each report is written
@@ -12,11 +12,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from clusterbench.errors import ClusterbenchError
 from clusterbench.reports.atomic import write_atomically
+from clusterbench.reports.bad_nodes import BAD_NODES_FILENAME, render_bad_nodes
 from clusterbench.reports.html import render_html
 from clusterbench.reports.markdown import render_markdown
+from clusterbench.reports.openmetrics import METRICS_FILENAME, render_openmetrics
 from clusterbench.reports.overview import build_overview
+
+from clusterbench.errors import ClusterbenchError
 from clusterbench.results import RunResults
 
 HTML_FILENAME = "report.html"
@@ -45,7 +48,7 @@ def sha256_of(path: Path) -> str | None:
 
 
 def render_reports(results: RunResults, out_dir: Path, results_path: Path | None) -> list[Path]:
-    """Write report.html and summary.md into `out_dir`; returns their paths.
+    """Write report.html, summary.md, bad-nodes.txt and metrics.prom into `out_dir`; returns their paths.
 
     `results_path` is the results.json these results were saved as (None when it could not be
     written): the reports name it and carry its SHA-256. Raises ReportError with one line.
@@ -53,7 +56,12 @@ def render_reports(results: RunResults, out_dir: Path, results_path: Path | None
     results_sha256 = sha256_of(results_path) if results_path is not None else None
     try:
         overview = build_overview(results, str(results_path) if results_sha256 else None, results_sha256)
-        documents = {HTML_FILENAME: render_html(results, overview), MARKDOWN_FILENAME: render_markdown(overview)}
+        documents = {
+            HTML_FILENAME: render_html(results, overview),
+            MARKDOWN_FILENAME: render_markdown(overview),
+            BAD_NODES_FILENAME: render_bad_nodes(overview.bad_nodes, results.run.run_id),
+            METRICS_FILENAME: render_openmetrics(results),
+        }
     except Exception as exc:  # a template or plotting bug must not cost the run its exit status line
         first_line = (str(exc).splitlines() or [""])[0]
         raise ReportError(f"cannot render the reports: {type(exc).__name__}: {first_line}") from exc

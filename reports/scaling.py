@@ -7,8 +7,9 @@ the metric's nature:
 - bus bandwidth (nccl-tests' busbw is defined so that a perfect fabric shows the same figure at
   every scale): ideal = the smallest scale's figure of the same span (intra-node, inter-node),
   efficiency = X_N / X_min;
-- a lower-is-better time (a weak-scaled step time): ideal = the smallest scale's figure,
-  efficiency = X_min / X_N;
+- a lower-is-better time (a weak-scaled step time): ideal = the smallest scale's figure, whatever
+  its span (one rank is "single", two are "intra-node": the ideal of both is the one-rank time),
+  efficiency = X_min / X_N, the training probe's X_N / (N/N_min * X_min) on tokens/s;
 - any other throughput (tokens/s): ideal = X_min * N / N_min, efficiency = X_N / ideal, the weak
   scaling efficiency X_N / (N * X_1) of the training issue when N_min = 1.
 Where the training probe measured its own efficiency (train.scaling_efficiency, same formula) and
@@ -52,7 +53,7 @@ class ScalingSeries:
     params: dict[str, Any]  # the params every point shares
     unit: str
     better: Better
-    ideal_rule: str  # "constant" or "linear"
+    ideal_rule: str  # "constant per span", "constant" or "linear"
     points: list[ScalePoint]
     floor: float | None
     floor_source: str
@@ -65,6 +66,17 @@ class ScalingSeries:
 
     def value_text(self, value: float) -> str:
         return format_value(value, self.unit)
+
+    @property
+    def ideal_text(self) -> str:
+        return IDEAL_TEXT[self.ideal_rule]
+
+
+IDEAL_TEXT = {
+    "constant per span": "the smallest scale's figure of the same span (intra-node, inter-node) at every scale",
+    "constant": "the smallest scale's figure at every scale (weak scaling: the time of a step should not grow)",
+    "linear": "the smallest scale's figure times ranks / its ranks",
+}
 
 
 def efficiency_floor(profile: dict[str, Any]) -> tuple[float | None, str]:
@@ -82,7 +94,9 @@ def efficiency_floor(profile: dict[str, Any]) -> tuple[float | None, str]:
 
 
 def _ideal_rule(metric: str, better: Better) -> str:
-    if better is Better.LOWER or "busbw" in metric:
+    if "busbw" in metric:
+        return "constant per span"  # NVLink's figure is not expected of the inter-node fabric
+    if better is Better.LOWER:
         return "constant"
     return "linear"
 
@@ -169,7 +183,7 @@ def scaling_series(measurements: list[Measurement], checks: list[Check], profile
         base = group[0]
         # A constant ideal is held per span: inter-node bandwidth is not expected to match NVLink's,
         # but it is expected to hold as nodes are added.
-        span_base = {} if rule == "linear" else {str(m.params.get("span", "")): m for m in reversed(group)}
+        span_base = {str(m.params.get("span", "")): m for m in reversed(group)} if rule == "constant per span" else {}
         points = []
         for m in group:
             ranks = int(m.params["ranks"])

@@ -23,7 +23,7 @@ from clusterbench.outliers import NODE, Straggler, peer_groups, per_rank_measure
 from clusterbench.reports import plots
 from clusterbench.reports.overview import CheckRow, problem_checks
 from clusterbench.reports.scaling import ScalingSeries, scaling_series
-from clusterbench.results import RunResults, Trend
+from clusterbench.results import RunResults, Trend, TrendPoint, caveat_of
 
 MAX_CHECK_ROWS = 200
 MAX_FIGURE_ROWS = 200
@@ -89,6 +89,7 @@ class FigureRow:
     low: str
     high: str
     locations: int
+    caveat: str = ""  # the caveats its figures carry, joined with "; "
 
 
 @dataclass
@@ -153,9 +154,10 @@ def _figure_rows(measurements: list[Measurement]) -> list[FigureRow]:
         first = group[0]
         values = [m.value for m in group]
         where = f"{first.location.host}/{first.location.device}" if len(group) == 1 else f"{len(group)} locations"
+        caveats = "; ".join(dict.fromkeys(c for c in (caveat_of(m) for m in group) if c))
         rows.append(
             FigureRow(first.metric, _params_text(first.params), where, format_value(statistics.median(values), first.unit),
-                      format_value(min(values), first.unit), format_value(max(values), first.unit), len(group))
+                      format_value(min(values), first.unit), format_value(max(values), first.unit), len(group), caveats)
         )
     return rows
 
@@ -332,18 +334,26 @@ class ScalingView:
 def scaling_views(results: RunResults) -> list[ScalingView]:
     views = []
     for series in scaling_series(results.measurements, results.checks, results.run.profile):
-        points = [(p.ranks, p.value, p.ideal, p.span or "") for p in series.points]
+        points = [(p.ranks, p.value, p.ideal, p.span or "", p.efficiency) for p in series.points]
         floor_ratio = series.floor if series.better is Better.HIGHER else None
         svg = plots.scaling(series.label, series.unit, points, floor_ratio)
         views.append(ScalingView(series, Plot(series.label, Markup(svg))))
     return views
 
 
+def run_labels(points: list[TrendPoint]) -> list[str]:
+    """A label per stored run that tells it from the others: its start, to the minute (UTC, as
+    recorded), with the run ID added to every label whose minute another run shares too."""
+    stamps = [p.started_at[:16].replace("T", " ") for p in points]
+    repeated = {stamp for stamp, n in Counter(stamps).items() if n > 1}
+    return [f"{stamp} {p.run_id}" if stamp in repeated and p.run_id else stamp for stamp, p in zip(stamps, points)]
+
+
 def trend_plots(trends: list[Trend]) -> list[Plot]:
     result = []
     for t in trends:
         label = Scope(t.metric, dict(t.params)).label()
-        svg = plots.trend(label, t.unit, [p.started_at[:10] for p in t.points], [p.value for p in t.points], t.current)
+        svg = plots.trend(label, t.unit, run_labels(t.points), [p.value for p in t.points], t.current)
         caption = f"{len(t.points)} earlier runs; {t.better} is better"
         result.append(Plot(label, Markup(svg), caption))
     return result

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import io
 
+from clusterbench.reports.overview import (
+    Caveat,
+    caveats,
+    describe_nodes,
+    describe_world,
+    expected_nodes,
+    outlier_tolerance,
+)
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -12,7 +20,6 @@ from clusterbench.judge import format_value
 from clusterbench.metrics import METRICS
 from clusterbench.model import Check, Measurement
 from clusterbench.outliers import find_stragglers, per_rank_measurements
-from clusterbench.reports.overview import outlier_tolerance
 from clusterbench.results import NO_EXPECTATION, RunResults, TestOutcome
 
 VERDICT_STYLES = {
@@ -40,27 +47,58 @@ def _where(location, show_rank: bool) -> str:
     return f"{text} r{location.rank}" if show_rank else text
 
 
+CHECK_COLUMNS = ("Verdict", "Metric", "Params", "Where", "Observed", "Target", "Margin", "Provenance")
+
+
+def _longest_token(texts: list[str]) -> int:
+    """The widest word among `texts`: a column at least this wide wraps between words, never inside one."""
+    return max((len(word) for text in texts for word in text.split()), default=1)
+
+
+def _check_cells(check: Check, show_rank: bool) -> list[str]:
+    margin = "-" if check.margin is None else f"{check.margin:+.1%}"
+    return [
+        check.verdict.value,
+        check.metric,
+        _params(check.params),
+        _where(check.location, show_rank),
+        format_value(check.observed, check.unit),
+        format_value(check.target, check.unit),
+        margin,
+        check.provenance,
+    ]
+
+
+def _checks_table_min_width(checks: list[Check], show_rank: bool) -> int:
+    """The narrowest the checks table can be with no cell cut: every column but Params whole,
+    Params at its widest word, plus the borders and padding (3 characters a column, and 1)."""
+    rows = [_check_cells(check, show_rank) for check in checks]
+    widths = [
+        _longest_token([column] + [r[i] for r in rows]) if column == "Params" else max(len(column), *(len(r[i]) for r in rows))
+        for i, column in enumerate(CHECK_COLUMNS)
+    ]
+    return sum(widths) + 3 * len(widths) + 1
+
+
 def _checks_table(checks: list[Check], show_rank: bool) -> Table:
+    rows = [_check_cells(check, show_rank) for check in checks]
     table = Table(title="Checks", title_justify="left", show_lines=False)
-    for column in ("Verdict", "Metric", "Params", "Where", "Observed", "Target", "Margin", "Provenance"):
-        fixed = column in ("Verdict", "Observed", "Target", "Margin", "Provenance")
-        table.add_column(column, no_wrap=fixed, overflow="fold", ratio=None if fixed else 2 if column == "Params" else 1, min_width=None if fixed else 10)
-    for check in checks:
-        where = _where(check.location, show_rank)
-        margin = "-" if check.margin is None else f"{check.margin:+.1%}"
-        table.add_row(
-            Text(check.verdict.value, style=VERDICT_STYLES[check.verdict.value]),
-            *_plain(
-                check.metric,
-                _params(check.params),
-                where,
-                format_value(check.observed, check.unit),
-                format_value(check.target, check.unit),
-                margin,
-                check.provenance,
-            ),
-        )
+    for i, column in enumerate(CHECK_COLUMNS):
+        fixed = column not in ("Params",)
+        table.add_column(column, no_wrap=fixed, overflow="fold", min_width=_longest_token([column] + [r[i] for r in rows]))
+    for check, cells in zip(checks, rows):
+        table.add_row(Text(cells[0], style=VERDICT_STYLES[check.verdict.value]), *_plain(*cells[1:]))
     return table
+
+
+def _checks_lines(checks: list[Check], show_rank: bool) -> list[Text]:
+    """One check a line with every field, for a terminal too narrow for the table."""
+    lines = [Text("Checks (one a line: the table does not fit this terminal)")]
+    for check in checks:
+        cells = _check_cells(check, show_rank)
+        fields = "  ".join(f"{name.lower()}={value or '-'}" for name, value in zip(CHECK_COLUMNS[1:], cells[1:]))
+        lines.append(Text.assemble((cells[0], VERDICT_STYLES[check.verdict.value]), "  ", fields))
+    return lines
 
 
 def _headline(measurements: list[Measurement]) -> list[tuple[Measurement, int]]:
@@ -82,11 +120,14 @@ def _headline(measurements: list[Measurement]) -> list[tuple[Measurement, int]]:
 
 def _unjudged_table(measurements: list[Measurement], show_rank: bool) -> Table:
     table = Table(title="Measured, no expectation in the profile (sweeps at their largest size)", title_justify="left")
-    for column in ("Metric", "Params", "Where", "Value"):
-        table.add_column(column, overflow="fold", no_wrap=column == "Value")
+    rows = []
     for m, points in _headline(measurements):
         params = _params(m.params) + (f" (largest of {points})" if points > 1 else "")
-        table.add_row(*_plain(m.metric, params, _where(m.location, show_rank), format_value(m.value, m.unit)))
+        rows.append([m.metric, params, _where(m.location, show_rank), format_value(m.value, m.unit)])
+    for i, column in enumerate(("Metric", "Params", "Where", "Value")):
+        table.add_column(column, overflow="fold", no_wrap=column != "Params", min_width=_longest_token([column] + [r[i] for r in rows]))
+    for row in rows:
+        table.add_row(*_plain(*row))
     return table
 
 
@@ -117,9 +158,40 @@ def _stragglers_table(results: RunResults) -> Table | None:
     return table
 
 
-def render_summary(results: RunResults, *, width: int, color: bool) -> str:
-    """The summary as text (with ANSI styles when `color`), for pytest's terminal writer to print."""
-    console = Console(file=io.StringIO(), width=width, force_terminal=color, color_system="standard" if color else None)
+def _caveats_table(found: list[Caveat]) -> Table:
+    table = Table(title="Caveats: these figures are not what their names say", title_justify="left")
+    table.add_column("Caveat", overflow="fold", ratio=3)
+    table.add_column("Figures", overflow="fold", ratio=2)
+    for c in found:
+        more = f" and {c.figures_left_out} more" if c.figures_left_out else ""
+        table.add_row(Text(c.text, style="bold yellow"), Text(", ".join(c.figures) + more))
+    return table
+
+
+def _world(results: RunResults) -> str:
+    run = results.run
+    nodes, expected = len(run.hosts), expected_nodes(results)
+    world = describe_world(run.world_size, run.local_ranks)
+    return f"{describe_nodes(nodes, expected)} · {world}" if nodes < expected else world
+
+
+# Without a terminal (a CI log) nothing limits a line: tables take the width their content needs.
+UNLIMITED_WIDTH = 100_000
+
+
+def render_summary(results: RunResults, *, width: int | None, color: bool) -> str:
+    """The summary as text (with ANSI styles when `color`), for pytest's terminal writer to print.
+
+    `width` is the terminal's; None (no terminal: a CI log) keeps every table whole at the width its
+    content needs. In a terminal too narrow for the checks table, each check takes one line.
+    """
+    console = Console(
+        file=io.StringIO(),
+        width=width or UNLIMITED_WIDTH,
+        force_terminal=color,
+        color_system="standard" if color else None,
+        soft_wrap=width is None,
+    )
     judged = {(c.metric, tuple(sorted(c.params.items())), c.location) for c in results.checks}
     unjudged = [m for m in results.measurements if (m.metric, tuple(sorted(m.params.items())), m.location) not in judged]
     run = results.run
@@ -129,12 +201,17 @@ def render_summary(results: RunResults, *, width: int, color: bool) -> str:
         Text.assemble(
             "cluster ",
             (run.cluster, "bold"),
-            f" · {', '.join(run.hosts)} · world size {run.world_size} · launcher {run.launcher}{backend}"
+            f" · {', '.join(run.hosts)} · {_world(results)} · launcher {run.launcher}{backend}"
             f"{' · quick' if run.quick else ''}",
         )
     )
     if results.checks:
-        console.print(_checks_table(results.checks, show_rank))
+        table = _checks_table(results.checks, show_rank)
+        if width is not None and _checks_table_min_width(results.checks, show_rank) > width:
+            for line in _checks_lines(results.checks, show_rank):
+                console.print(line)
+        else:
+            console.print(table)
     if unjudged:
         console.print(_unjudged_table(unjudged, show_rank))
     stragglers = _stragglers_table(results)
@@ -143,8 +220,13 @@ def render_summary(results: RunResults, *, width: int, color: bool) -> str:
     skipped = [t for t in results.tests if t.outcome == "skipped"]
     if skipped:
         console.print(_not_measured_table(skipped))
-    counts = results.counts()
-    tally = " · ".join(f"{n} {verdict}" for verdict, n in counts.items())
+    found = caveats(results)
+    if found:
+        console.print(_caveats_table(found))
+    # The test counts are pytest's own (its last line says the same); the check counts beside them.
+    tests = " · ".join(f"{n} {label}" for label, n in results.test_counts().items()) or "no test"
+    checks = " · ".join(f"{n} {verdict}" for verdict, n in results.counts().items())
     verdict = results.verdict
-    console.print(Text.assemble("verdict: ", (verdict, VERDICT_STYLES.get(verdict, "bold")), f"  ({tally})"))
+    console.print(Text.assemble("verdict: ", (verdict, VERDICT_STYLES.get(verdict, "bold")), f"  (tests: {tests}; checks: {checks})"))
+    console.print(Text(results.verdict_note(), style="cyan" if verdict == NO_EXPECTATION else ""))
     return console.file.getvalue()

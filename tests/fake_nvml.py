@@ -7,6 +7,11 @@ change only what their scenario is about.
 
 Old bindings: names in `missing` do not exist on the module (AttributeError). Old drivers: names
 in `not_in_driver` raise NVML_ERROR_FUNCTION_NOT_FOUND, as pynvml does when the symbol is absent.
+
+A GPU with `follows_load=True` behaves as an idle real one does until `busy` is set: PCIe trained
+down to Gen1, idle power and SM clock, and GpuIdle as its clock-event reason (tests/fake_gpu_node.py
+sets `busy` while a fake load runs on it). MIG: `mig_mode=1` with `mig_uuids` gives slices whose
+handles answer nvmlDeviceGetUUID ("MIG-..."), as nvmlDeviceGetMigDeviceHandleByIndex's do.
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ class FakeGpu:
     pcie_gen_max: int = 5
     pcie_width: int = 16
     pcie_width_max: int = 16
-    nvlinks: list[bool] | None = field(default_factory=lambda: [True] * 18)  # None: no NVLink
+    # One entry per link index: True up, False down, None NOT_SUPPORTED (a slot without a link).
+    # Indices past the list are INVALID_ARGUMENT; the whole field None: a GPU without NVLink.
+    nvlinks: list[bool | None] | None = field(default_factory=lambda: [True] * 18)
     sm_clock: int = 1980
     sm_clock_max: int = 1980
     mem_clock: int = 2619
@@ -55,6 +62,15 @@ class FakeGpu:
     errors: dict[str, int] = field(default_factory=dict)  # function name -> NVML error code it raises
     lost: bool = False  # every call after the handle raises NVML_ERROR_GPU_IS_LOST
     handle_error: int | None = None  # nvmlDeviceGetHandleByIndex raises this code
+    mig_mode: int | None = 0  # current = pending MIG mode (1 enabled); None: NOT_SUPPORTED (pre-Ampere)
+    mig_uuids: list[str] = field(default_factory=list)  # the slices' UUIDs while MIG is enabled
+    mig_slots: int = 7  # nvmlDeviceGetMaxMigDeviceCount; slots past mig_uuids hold no slice (NOT_FOUND)
+    # Load-following: without `busy` the GPU reads as idle (values below), with it as the fields above.
+    follows_load: bool = False
+    busy: bool = False
+    idle_pcie_gen: int = 1
+    idle_power_mw: int = 70_000
+    idle_sm_clock: int = 345
 
 
 def healthy(index: int = 0, **changes: Any) -> FakeGpu:
@@ -81,6 +97,7 @@ class FakeNvml:
         self.not_in_driver = set(not_in_driver)
         self.inits = 0
         self.shutdowns = 0
+        self.calls: list[tuple[int, str]] = []  # (NVML index, function) of every device call, in order
         self._readings: dict[tuple[int, str], Any] = {}
 
     def __getattribute__(self, name: str) -> Any:
@@ -133,6 +150,7 @@ class FakeNvml:
     # --- devices --------------------------------------------------------------------------------
 
     def _gpu(self, handle: SimpleNamespace, function: str) -> FakeGpu:
+        self.calls.append((handle.index, function))
         self._check(function)
         gpu = self.gpus[handle.index]
         if gpu.lost:
@@ -142,7 +160,11 @@ class FakeNvml:
         return gpu
 
     def _reading(self, handle: SimpleNamespace, attribute: str) -> Any:
-        value = getattr(self.gpus[handle.index], attribute)
+        gpu = self.gpus[handle.index]
+        idle = _IDLE_READINGS.get(attribute)
+        if gpu.follows_load and not gpu.busy and idle is not None:
+            return idle(gpu)
+        value = getattr(gpu, attribute)
         if not isinstance(value, list):
             return value
         key = (handle.index, attribute)
@@ -154,7 +176,28 @@ class FakeNvml:
         return self._gpu(handle, "nvmlDeviceGetName").name
 
     def nvmlDeviceGetUUID(self, handle):
-        return self._gpu(handle, "nvmlDeviceGetUUID").uuid
+        gpu = self._gpu(handle, "nvmlDeviceGetUUID")
+        return gpu.mig_uuids[handle.mig] if getattr(handle, "mig", None) is not None else gpu.uuid
+
+    def nvmlDeviceGetMigMode(self, handle):
+        mode = self._gpu(handle, "nvmlDeviceGetMigMode").mig_mode
+        if mode is None:
+            raise pynvml.NVMLError(NOT_SUPPORTED)
+        return [mode, mode]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle):
+        gpu = self._gpu(handle, "nvmlDeviceGetMaxMigDeviceCount")
+        if gpu.mig_mode is None:
+            raise pynvml.NVMLError(NOT_SUPPORTED)
+        return gpu.mig_slots
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle, slot):
+        gpu = self._gpu(handle, "nvmlDeviceGetMigDeviceHandleByIndex")
+        if gpu.mig_mode != 1:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        if slot >= len(gpu.mig_uuids):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        return SimpleNamespace(index=handle.index, mig=slot)
 
     def nvmlDeviceGetSerial(self, handle):
         return self._gpu(handle, "nvmlDeviceGetSerial").serial
@@ -206,11 +249,13 @@ class FakeNvml:
             raise pynvml.NVMLError(NOT_SUPPORTED)
         if link >= len(links):
             raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        if links[link] is None:
+            raise pynvml.NVMLError(NOT_SUPPORTED)
         return pynvml.NVML_FEATURE_ENABLED if links[link] else pynvml.NVML_FEATURE_DISABLED
 
     def nvmlDeviceGetClockInfo(self, handle, clock):
         gpu = self._gpu(handle, "nvmlDeviceGetClockInfo")
-        return gpu.sm_clock if clock == pynvml.NVML_CLOCK_SM else gpu.mem_clock
+        return self._reading(handle, "sm_clock") if clock == pynvml.NVML_CLOCK_SM else gpu.mem_clock
 
     def nvmlDeviceGetMaxClockInfo(self, handle, clock):
         gpu = self._gpu(handle, "nvmlDeviceGetMaxClockInfo")
@@ -221,7 +266,8 @@ class FakeNvml:
         return self._reading(handle, "temperature")
 
     def nvmlDeviceGetPowerUsage(self, handle):
-        return self._gpu(handle, "nvmlDeviceGetPowerUsage").power_mw
+        self._gpu(handle, "nvmlDeviceGetPowerUsage")
+        return self._reading(handle, "power_mw")
 
     def nvmlDeviceGetEnforcedPowerLimit(self, handle):
         return self._gpu(handle, "nvmlDeviceGetEnforcedPowerLimit").power_limit_mw
@@ -236,3 +282,13 @@ class FakeNvml:
     def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle):
         self._gpu(handle, "nvmlDeviceGetCurrentClocksThrottleReasons")
         return self._reading(handle, "clock_events")
+
+
+# What a load-following GPU reads while idle, by FakeGpu attribute.
+_IDLE_READINGS = {
+    "pcie_gen": lambda gpu: gpu.idle_pcie_gen,
+    "power_mw": lambda gpu: gpu.idle_power_mw,
+    "sm_clock": lambda gpu: gpu.idle_sm_clock,
+    "clock_events": lambda gpu: 0x1,  # GpuIdle
+    "temperature": lambda gpu: 35,
+}

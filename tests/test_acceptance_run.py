@@ -7,6 +7,7 @@ reads what it printed, its exit status, results.json and the JUnit XML.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -88,6 +89,10 @@ def test_unmeasurable_probes_are_skipped_not_passed(tmp_path):
         assert outcomes[name]["message"].startswith("NOT MEASURED")
     summary_line = run.stdout.strip().splitlines()[-1]
     assert "2 skipped" in summary_line and "passed" not in summary_line, summary_line
+    # pytest's "collected" counts the item clusterbench adds, so its counts add up with its last line.
+    collected, deselected, selected = map(int, re.search(r"collected (\d+) items / (\d+) deselected / (\d+) selected", run.stdout).groups())
+    assert collected - deselected == selected == len(run.results["tests"]) == 3
+    assert "tests: 1 no expectation · 2 skipped;" in " ".join(run.stdout.split())
 
 
 @pytest.mark.parametrize(
@@ -109,10 +114,15 @@ def test_verdicts_become_outcomes_and_junit_properties(tmp_path, target, toleran
     assert check["target"] == target and check["observed"] > 0
     assert run.results["verdict"] == verdict
     assert "PytestWarning" not in run.stdout + run.stderr
-    testcase = next(tc for tc in ET.parse(junit).getroot().iter("testcase") if "fp32" in tc.get("name"))
-    properties = {p.get("name"): p.get("value") for p in testcase.iter("property")}
+    root = ET.parse(junit).getroot()
+    assert all(tc.find("properties") is None for tc in root.iter("testcase"))  # xunit2: figures go on <testsuite>
+    everything = {p.get("name"): p.get("value") for p in root.iter("property")}
+    prefix = next(n for n in everything if "fp32" in n and n.endswith("::verdict"))[: -len("verdict")]
+    properties = {n[len(prefix):]: v for n, v in everything.items() if n.startswith(prefix)}
     assert properties["verdict"] == verdict and properties["check.0.verdict"] == verdict
     assert properties["check.0.unit"] == "TFLOP/s" and float(properties["measurement.0.value"]) > 0
+    suite = {p.get("name"): p.get("value") for p in ET.parse(junit).getroot().iter("property") if p.get("name").startswith("clusterbench.")}
+    assert suite["clusterbench.verdict"] == verdict and suite["clusterbench.checks.{}".format(verdict)] == "1"
     if verdict == "WARN":
         assert "WARN" in run.stdout and "1 warn" in run.stdout
     if verdict == "FAIL":
@@ -233,6 +243,11 @@ def test_collectives_under_plain_pytest_start_their_own_local_ranks(tmp_path):
     assert all(m["value"] > 0 and len(m["samples"]) >= 3 for m in busbw)
     (exact,) = run.checks()
     assert exact["metric"] == "collective.wrong" and exact["verdict"] == "PASS" and exact["observed"] == 0
+    # Only the exactness rule was judged: no PASS, and the world of one says what ran beside it.
+    assert run.results["verdict"] == "NO EXPECTATION" and run.results["run"]["local_ranks"] == 2
+    printed = " ".join(run.stdout.split())  # rich wraps lines at the terminal's width
+    assert "verdict: NO EXPECTATION" in printed and "no performance figure judged" in printed
+    assert "world size 1 (collectives and training on 2 local ranks started by clusterbench)" in printed
     # The nccl-tests style table, column for column.
     assert "#       size         count      type   redop    root     time   algbw   busbw  #wrong" in run.stdout
     assert "# Avg bus bandwidth" in run.stdout

@@ -14,6 +14,7 @@ from clusterbench.hardware import (
     SourcedFigure,
     load_hardware_table,
     match_accelerator,
+    mig_profile,
     parse_hardware_table,
 )
 
@@ -158,6 +159,27 @@ def test_h100_pcie_is_not_claimed_by_the_sxm_entry(table):
     assert not table["h100_sxm"].matches("NVIDIA H100 PCIe")
     assert table["h100_pcie"].matches("NVIDIA H100 PCIe")
     assert not table["h100_pcie"].matches("NVIDIA H100 80GB HBM3")
+
+
+@pytest.mark.parametrize("device_name", [
+    "NVIDIA H100 80GB HBM3 MIG 3g.40gb",
+    "NVIDIA H100 80GB HBM3 MIG 1g.10gb+me",
+    "NVIDIA H200 MIG 7g.141gb",
+    "NVIDIA B200 MIG 1g.23gb",
+    "NVIDIA A100-SXM4-80GB MIG 2g.20gb",
+])
+def test_a_mig_slice_is_not_claimed_by_its_whole_gpu_entry(table, device_name):
+    assert match_accelerator(device_name, table) is None
+    assert mig_profile(device_name).startswith("MIG ")
+
+
+def test_an_entry_that_names_mig_may_claim_a_slice():
+    specs = parse_hardware_table(
+        "[h100_3g]\nname = \"H100 MIG 3g.40gb\"\nmatch = ['\\bH100\\b.*\\bMIG 3g\\.40gb']\n"
+    )
+    assert match_accelerator("NVIDIA H100 80GB HBM3 MIG 3g.40gb", specs).key == "h100_3g"
+    assert match_accelerator("NVIDIA H100 80GB HBM3", specs) is None
+    assert mig_profile("NVIDIA H100 80GB HBM3") is None
 
 
 def test_match_uses_the_packaged_table_by_default():

@@ -176,3 +176,34 @@ def test_real_pynvml_on_this_machine_reads_or_says_why_not():
         assert str(exc).startswith("NVML unavailable: ") and "\n" not in str(exc)
     else:
         assert inventory.driver_version and all(gpu.uuid or gpu.lost for gpu in inventory.gpus)
+
+
+def test_nvlink_scan_goes_past_a_not_supported_link_to_the_last_index():
+    """A NOT_SUPPORTED link is a slot without a link, not the end of the GPU's links: the links after
+    it are read too, up to NVML_NVLINK_MAX_LINKS, and keep their own indices."""
+    gpu = healthy(0, nvlinks=[True] * 4 + [None, None] + [True] * 11 + [False])
+    nvlink = read_gpu_inventory(FakeNvml([gpu])).gpus[0].nvlink
+    assert nvlink.up == 15 and nvlink.down == [17] and sorted(nvlink.links) == [0, 1, 2, 3, *range(6, 18)]
+    first_absent = read_gpu_inventory(FakeNvml([healthy(0, nvlinks=[None] + [True] * 12)])).gpus[0].nvlink
+    assert first_absent.up == 12 and 0 not in first_absent.links
+
+
+def test_nvlink_links_travel_as_json_with_their_indices():
+    gpu = healthy(0, nvlinks=[None, True, False])
+    data = read_gpu_inventory(FakeNvml([gpu])).to_json()["gpus"][0]["nvlink"]
+    assert data == {"links": {"1": True, "2": False}, "up": 1, "down": [2]}
+
+
+def test_nvlink_scan_reads_every_index_the_binding_allows():
+    nvml = FakeNvml([healthy(0, nvlinks=[True] * 18)])
+    read_gpu_inventory(nvml)
+    scanned = [function for _, function in nvml.calls].count("nvmlDeviceGetNvLinkState")
+    assert scanned == pynvml.NVML_NVLINK_MAX_LINKS
+
+
+def test_mig_enabled_gpu_lists_its_slices_and_a_pre_ampere_one_none():
+    mig = healthy(0, mig_mode=1, mig_uuids=["MIG-aaaaaaaa-0000-0000-0000-000000000001"])
+    old = healthy(1, name="Tesla V100-SXM2-32GB", mig_mode=None)
+    gpus = read_gpu_inventory(FakeNvml([mig, old])).gpus
+    assert gpus[0].mig_uuids == ["MIG-aaaaaaaa-0000-0000-0000-000000000001"]
+    assert gpus[1].mig_uuids == [] and "mig" not in gpus[1].unavailable

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pynvml
+import pytest
 from fake_nvml import FakeNvml, healthy
 
-from clusterbench.probes.health import ThrottleSampler
+from clusterbench.probes.health import LoadReport, PerDeviceSampling, ThrottleSampler
 
 INTERVAL = 0.01
 
@@ -62,7 +64,8 @@ def test_real_pynvml_sampler_never_raises():
 def test_load_shorter_than_interval_is_not_measured():
     with ThrottleSampler(FakeNvml([healthy(0)]), interval_s=1.0) as sampler:
         pass
-    assert sampler.report.not_measured.startswith("no samples: the load lasted 0.00 s, shorter than the 1.0 s")
+    # The exact duration is the machine's (a loaded test host may take 10 ms to stop a thread).
+    assert re.match(r"no samples: the load lasted 0\.\d\d s, shorter than the 1\.0 s", sampler.report.not_measured)
 
 
 def test_gpu_lost_during_load_stops_sampling_it_only():
@@ -94,3 +97,44 @@ def test_a_field_the_gpu_lacks_is_none_in_every_sample_with_its_reason():
     assert load.samples and all(s.power_w is None for s in load.samples)
     assert load.unavailable == {"power_w": "no permission"}
     assert load.to_json()["samples"][0]["power_w"] is None
+
+
+def test_reports_of_one_gpu_per_load_merge_into_one():
+    nvml = FakeNvml([healthy(0), healthy(1)])
+    reports = []
+    for index in (1, 0):
+        with ThrottleSampler(nvml, indices=[index], interval_s=INTERVAL) as sampler:
+            run_load(0.05)
+        reports.append(sampler.report)
+    with ThrottleSampler(nvml, indices=[1], interval_s=1.0) as too_short:
+        pass
+    merged = LoadReport.merge([*reports, too_short.report], INTERVAL)
+    assert sorted(merged.gpus) == [0, 1] and merged.sampled and merged.not_measured is None
+    assert len(merged.gpus[1].samples) == len(reports[0].gpus[1].samples)  # the empty one added nothing
+    assert merged.gpus[1].not_measured is None
+    assert merged.duration_s == pytest.approx(sum(r.duration_s for r in [*reports, too_short.report]))
+
+
+def test_a_merge_with_no_samples_at_all_says_why():
+    with ThrottleSampler(FakeNvml([healthy(0)]), interval_s=1.0) as sampler:
+        pass
+    merged = LoadReport.merge([sampler.report], 1.0)
+    assert not merged.sampled and merged.not_measured.startswith("no samples: the load lasted")
+    assert merged.gpus[0].not_measured.startswith("no samples")
+    assert LoadReport.merge([], 0.1).not_measured == "no GPU was sampled"
+
+
+def test_per_device_sampling_keeps_the_loads_result_and_its_exception():
+    nvml = FakeNvml([healthy(0)])
+    sampling = PerDeviceSampling(nvml, interval_s=INTERVAL)
+    assert sampling.during("cuda:0", healthy(0).uuid.removeprefix("GPU-"), lambda: run_load(0.03))() == "done"
+
+    def broken():
+        time.sleep(0.03)
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        sampling.during("cuda:0", healthy(0).uuid, broken)()  # NVML's own "GPU-" form pairs as well
+    report = sampling.report
+    assert list(report.gpus) == [0] and report.gpus[0].cuda_device == "cuda:0"
+    assert len(report.gpus[0].samples) >= 2

@@ -78,3 +78,50 @@ def test_nothing_to_calibrate_writes_nothing(tmp_path):
         write_calibrated_profile(tmp_path / "x.toml", profile, [measurement("gpu.temperature_c", 60.0, unit="C")],
                                  run_id="RUN1", date="2026-01-02", fingerprint="abc", margin=0.1)
     assert not (tmp_path / "x.toml").exists()
+
+
+def storage_figures(target: str) -> list[Measurement]:
+    params = {"target": target, "engine": "fio", "direct": True, "block_size": 4096, "iodepth": 32, "numjobs": 4}
+    return [measurement("storage.randread_iops", 50_000.0, params, unit="IOPS"),
+            measurement("storage.seqwrite_gbps", 1.5, {**params, "block_size": 1 << 20}, unit="GB/s")]
+
+
+def test_one_storage_target_is_not_pinned_so_the_profile_judges_another_checkouts_target(tmp_path):
+    # Issue 16: calibrated in /work/checkout-a, run from checkout-b (or with --storage-target): the
+    # expectations must meet the figures, not leave every storage test NOT MEASURED.
+    profile = Profile(ClusterInfo("lab"), Settings(), ())
+    path = tmp_path / "baseline.toml"
+    write_calibrated_profile(path, profile, storage_figures("/work/checkout-a"), run_id="RUN1", date="2026-01-02",
+                             fingerprint="abc", margin=0.1)
+    loaded = resolve_cluster(str(path), tmp_path)
+    elsewhere = storage_figures("/mnt/other-machine/scratch")
+    assert all("target" not in e.params for e in loaded.expectations) and len(loaded.expectations) == 2
+    for expectation in loaded.expectations:
+        [judged] = judged_measurements(expectation, elsewhere)
+        assert judge_measurement(expectation, judged).verdict is Verdict.PASS
+    assert "/work/checkout-a" in loaded.expectations[0].source  # where it was measured is still said
+
+
+def test_several_storage_targets_keep_their_paths_to_tell_them_apart():
+    figures = storage_figures("/scratch") + storage_figures("/home")
+    calibrated = calibrated_figures(figures, 0.1, "RUN1", "2026-01-02", storage_targets=2)
+    assert sorted(f.params["target"] for f in calibrated) == ["/home", "/home", "/scratch", "/scratch"]
+
+
+def test_the_runs_storage_target_option_becomes_the_profiles_targets(tmp_path):
+    profile = Profile(ClusterInfo("lab"), Settings(), (), storage=StorageSettings(targets=("/a", "/b"), shared=("/b",)))
+    path = tmp_path / "baseline.toml"
+    write_calibrated_profile(path, profile, storage_figures("/fast"), run_id="RUN1", date="2026-01-02",
+                             fingerprint="abc", margin=0.1, storage_targets=("/fast",))
+    loaded = resolve_cluster(str(path), tmp_path)
+    assert loaded.storage.targets == ("/fast",) and loaded.storage.shared == ()
+    assert all("target" not in e.params for e in loaded.expectations)
+
+
+def test_a_calibrated_profile_keeps_the_clusters_host_list(tmp_path):
+    profile = Profile(ClusterInfo("lab", nodes=2, hosts="gpu[01-02]"), Settings(), ())
+    path = tmp_path / "lab-baseline.toml"
+    write_calibrated_profile(path, profile, figures_of_a_run(), run_id="RUN1", date="2026-01-02", fingerprint="abc",
+                             margin=0.1)
+    loaded = resolve_cluster(str(path), tmp_path)
+    assert loaded.cluster.host_names() == ["gpu01", "gpu02"] and loaded.cluster.nodes == 2

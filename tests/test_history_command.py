@@ -56,9 +56,9 @@ def test_export_csv_has_one_row_a_figure(history, tmp_path):
     history_command("export", str(path), "--format", "csv", "--output", str(target))
     rows = list(csv.DictReader(target.open()))
     assert len(rows) == 6 and {r["run_id"] for r in rows} == set(run_ids)
-    copy = [r for r in rows if r["run_id"] == run_ids[0] and r["metric"] == "memory.copy_gbps"][0]
+    copy = next(r for r in rows if r["run_id"] == run_ids[0] and r["metric"] == "memory.copy_gbps")
     assert (float(copy["value"]), copy["unit"]) == (11.0, "GB/s")
-    assert [r["params"] for r in rows if r["metric"] == "gemm.tflops"][0] == "dtype=bf16"
+    assert next(r["params"] for r in rows if r["metric"] == "gemm.tflops") == "dtype=bf16"
 
 
 def test_export_json_holds_whole_runs(history):
@@ -117,14 +117,14 @@ def test_console_command_end_to_end(history, tmp_path, capsys):
     assert run_ids[0] in capsys.readouterr().out
     bad = tmp_path / "bad.sqlite"
     bad.write_text("not a database")
-    failed = subprocess.run(["clusterbench", "history", "list", str(bad)], capture_output=True, text=True)
+    failed = subprocess.run(["clusterbench", "history", "list", str(bad)], check=False, capture_output=True, text=True)
     assert failed.returncode == 2 and failed.stderr.count("\n") == 1 and "not an SQLite database" in failed.stderr
 
 
 def test_listing_an_empty_file_says_it_holds_no_history_and_leaves_it_empty(tmp_path):
     empty = tmp_path / "touched.sqlite"
     empty.touch()  # SQLite would take a 0-byte file for an empty database
-    failed = subprocess.run(["clusterbench", "history", "list", str(empty)], capture_output=True, text=True)
+    failed = subprocess.run(["clusterbench", "history", "list", str(empty)], check=False, capture_output=True, text=True)
     assert failed.returncode == 2 and failed.stderr.count("\n") == 1
     assert f"{empty}: holds no clusterbench history (an empty file or database); nothing to read" in failed.stderr
     assert empty.stat().st_size == 0

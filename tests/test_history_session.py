@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from clusterbench.catalog import resolve_cluster
 from clusterbench.errors import ClusterbenchError
 from clusterbench.history.compare import parse_compare_spec
 from clusterbench.history.session import (
@@ -35,6 +36,7 @@ class FinishedRun:
     history: HistoryOptions
     report_dir: Path
     profile: Profile = field(default_factory=lambda: Profile(ClusterInfo("test-cluster"), Settings(), ()))
+    storage_targets: tuple[str, ...] = ()  # --storage-target, as AcceptanceRun has it
     history_notes: list[str] = field(default_factory=list)
     history_error: str | None = None
 
@@ -58,10 +60,22 @@ def test_stores_and_calibrates(tmp_path):
     assert "wrote calibrated profile" in run.history_notes[1] and (tmp_path / "base.toml").exists()
 
 
+def test_a_calibration_with_storage_target_keeps_that_target_and_pins_no_path(tmp_path):
+    # Issue 16: the calibrated profile must run from another checkout, or with --storage-target.
+    run = finished_run(tmp_path, calibrate=tmp_path / "base.toml")
+    run.storage_targets = ("/fast",)
+    run.results.measurements.append(measurement("storage.seqread_gbps", 2.0, {"target": "/fast", "engine": "fio"}))
+    store_and_calibrate(run)
+    loaded = resolve_cluster(str(tmp_path / "base.toml"), tmp_path)
+    assert run.history_error is None and loaded.storage.targets == ("/fast",)
+    [storage] = [e for e in loaded.expectations if e.metric == "storage.seqread_gbps"]
+    assert dict(storage.params) == {"engine": "fio"} and "on storage target /fast" in storage.source
+
+
 def test_a_read_only_history_is_a_note_and_the_run_is_not_lost(tmp_path):
     path = tmp_path / "h.sqlite"
     HistoryStore.open(path).close()
-    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+    if subprocess.run(["chattr", "+i", str(path)], check=False, capture_output=True).returncode != 0:
         pytest.skip("chattr +i is not supported on this filesystem")
     run = finished_run(tmp_path, path=path)
     try:

@@ -52,7 +52,7 @@ def test_round_trip_keeps_figures_params_samples_and_fingerprints(tmp_path):
         store_run_id = store.record(results(many_measurements(2), day=4, cluster="other").to_json())
         assert [r.run_id for r in store.runs()] == [store_run_id, run_id]  # newest first
         assert [r.run_id for r in store.runs(cluster="test-cluster")] == [run_id]
-        exported = list(store.export([run_id]))[0]
+        exported = next(iter(store.export([run_id])))
     assert exported["fingerprint"] == run_fingerprint(run.to_json()["run"])[0]
     assert exported["hosts"]["node1"]["fingerprint"] is not None
     assert exported["hosts"]["node1"]["hardware"]["memory_gib"] == 16
@@ -146,7 +146,7 @@ def test_an_immutable_file_falls_back_to_reading(tmp_path):
     """chattr +i holds even against root, unlike chmod."""
     path = tmp_path / "history.sqlite"
     store_run(path)
-    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+    if subprocess.run(["chattr", "+i", str(path)], check=False, capture_output=True).returncode != 0:
         pytest.skip("chattr +i is not supported on this filesystem")
     try:
         with HistoryStore.open(path) as store:
@@ -165,9 +165,9 @@ def test_a_locked_history_times_out_with_one_line_and_loses_nothing(tmp_path):
     holder.execute("BEGIN EXCLUSIVE")
     try:
         # Under an exclusive lock even reading the schema waits: the open or the write times out.
-        with pytest.raises(HistoryLocked, match="locked by another process"):
-            with HistoryStore.open(path, busy_timeout_s=0.2) as store:
-                store.record(results(many_measurements(2), day=5).to_json())
+        with pytest.raises(HistoryLocked, match="locked by another process"), \
+                HistoryStore.open(path, busy_timeout_s=0.2) as store:
+            store.record(results(many_measurements(2), day=5).to_json())
     finally:
         holder.execute("ROLLBACK")
         holder.close()

@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from clusterbench.model import Location, NotMeasured
-from clusterbench.probes.collective_table import average_busbw, render_table
+from clusterbench.metrics import METRICS
+from clusterbench.model import Better, Location, NotMeasured
+from clusterbench.probes import collectives
+from clusterbench.probes.collective_table import average_busbw, render_table, timing_line
 from clusterbench.probes.collectives import (
     COLLECTIVES,
     AllReduce,
@@ -17,8 +19,10 @@ from clusterbench.probes.collectives import (
     CollectiveRow,
     CollectiveSweep,
     GroupView,
+    RepeatTimer,
     _reduce_expected,
     _reduce_input,
+    blocking_wait_caveat,
     busbw_factor,
     size_sweep,
     sweep_collective,
@@ -61,16 +65,39 @@ def _row(size, busbw, wrong=0, samples=(10.0, 20.0, 30.0)):
     return CollectiveRow(size, size // 4, "float", "sum", -1, 12.5, busbw / 2, busbw, wrong, samples)
 
 
-def test_measurement_value_is_busbw_of_the_median_iteration_and_keeps_every_sample():
-    row = _row(1_000_000, busbw=99.0, samples=(10.0, 40.0, 20.0))  # median 20 us
-    sweep = CollectiveSweep("all_reduce", "fp32", True, "gloo", 4, Location("h", 0), (row,))
-    busbw, wrong = sweep.measurements()
-    assert busbw.metric == "allreduce.busbw_gbps"
-    assert busbw.params == {"size_bytes": 1_000_000, "ranks": 4, "dtype": "fp32", "inplace": True, "backend": "gloo"}
-    assert busbw.value == pytest.approx(1e6 / 20e-6 / 1e9 * 1.5)  # 75 GB/s
-    assert busbw.samples == pytest.approx([150.0, 37.5, 75.0])
-    assert busbw.details["nccl_tests_busbw_gbps"] == 99.0
+def test_judged_busbw_and_time_are_the_rows_figures_with_a_sample_per_repeat():
+    row = _row(1_000_000, busbw=99.0, samples=(10.0, 40.0, 20.0))  # three repeats' time per op, in us
+    sweep = CollectiveSweep("all_reduce", "fp32", True, "gloo", 4, Location("h", 0), (row,), iterations=20, repeats=3)
+    busbw, time_us, wrong = sweep.measurements()
+    params = {"size_bytes": 1_000_000, "ranks": 4, "dtype": "fp32", "inplace": True, "backend": "gloo"}
+    assert (busbw.metric, busbw.unit, busbw.params) == ("allreduce.busbw_gbps", "GB/s", params)
+    # One busbw a size: what the table prints is what is judged, plotted and stored.
+    assert busbw.value == row.busbw_gbps == 99.0
+    assert busbw.samples == pytest.approx([150.0, 37.5, 75.0])  # S / t * 2(n-1)/n of each repeat
+    assert not any("nccl_tests" in key for key in busbw.details)
+    assert (time_us.metric, time_us.unit, time_us.params, time_us.value) == ("allreduce.time_us", "us", params, 12.5)
+    assert time_us.samples == [10.0, 40.0, 20.0]
+    assert (busbw.details["iterations_per_repeat"], busbw.details["repeats"]) == (20, 3)
+    assert "caveat" not in busbw.details
     assert (wrong.metric, wrong.value, wrong.params["op"]) == ("collective.wrong", 0.0, "all_reduce")
+
+
+def test_every_collective_has_a_time_metric_shaped_like_its_busbw():
+    for collective in COLLECTIVES.values():
+        busbw, time_us = METRICS[f"{collective.metric_name}.busbw_gbps"], METRICS[f"{collective.metric_name}.time_us"]
+        assert (time_us.unit, time_us.better, time_us.family) == ("us", Better.LOWER, "network")
+        assert (time_us.params, time_us.judged_at_max) == (busbw.params, busbw.judged_at_max)
+
+
+def test_blocking_wait_is_a_caveat_of_nccl_figures_only():
+    assert blocking_wait_caveat("nccl", {}) is None
+    assert blocking_wait_caveat("nccl", {"TORCH_NCCL_BLOCKING_WAIT": "0"}) is None
+    caveat = blocking_wait_caveat("nccl", {"TORCH_NCCL_BLOCKING_WAIT": "1"})
+    assert caveat.startswith("TORCH_NCCL_BLOCKING_WAIT=1: ") and "\n" not in caveat
+    assert blocking_wait_caveat("nccl", {"NCCL_BLOCKING_WAIT": "true"}).startswith("NCCL_BLOCKING_WAIT=true")
+    assert blocking_wait_caveat("gloo", {"TORCH_NCCL_BLOCKING_WAIT": "1"}) is None
+    sweep = CollectiveSweep("broadcast", "bf16", True, "nccl", 8, Location("h", 0), (_row(4096, 1.0),), caveat=caveat)
+    assert all(m.details["caveat"] == caveat for m in sweep.measurements()[:-1])
 
 
 def test_table_has_nccl_tests_columns_and_average_footer():
@@ -78,6 +105,10 @@ def test_table_has_nccl_tests_columns_and_average_footer():
     in_place = [_row(1048576, 2.0)]
     lines = render_table(out_of_place, in_place, title="all_reduce").splitlines()
     assert lines[0] == "# all_reduce"
+    timed = render_table(out_of_place, in_place, title="all_reduce", timing=timing_line(20, 5)).splitlines()
+    assert timed[1] == ("# time: median of 5 repeats of (20 back-to-back ops) / 20, the slowest rank's; "
+                        "busbw from it is the judged figure")
+    assert timed[:1] + timed[2:] == lines
     assert "out-of-place" in lines[1] and "in-place" in lines[1]
     assert lines[2].split() == ["#", "size", "count", "type", "redop", "root",
                                 "time", "algbw", "busbw", "#wrong", "time", "algbw", "busbw", "#wrong"]
@@ -130,7 +161,7 @@ SIZES = [1030, 65536]  # 1030 B rounds down to whole elements (and, for split op
 def sweep_everything(rank: int, world_size: int) -> dict:
     """Runs on each spawned rank: every op and mode in SWEPT, then a sweep over a corrupting all_reduce."""
     location = Location("localhost", rank)
-    common = dict(sizes=SIZES, device=CPU, location=location, warmup=1, iterations=3, timeout=30)
+    common = dict(sizes=SIZES, device=CPU, location=location, warmup=1, iterations=3, repeats=2, timeout=30)
     sweeps = {
         (op, inplace, dtype): sweep_collective(op, dtype=dtype, inplace=inplace, **common)
         for op, inplace, dtype in SWEPT
@@ -156,14 +187,18 @@ def test_two_rank_sweep_measures_bandwidth_and_exact_results(two_ranks, op, inpl
     for row in sweep.rows:
         assert row.busbw_gbps > 0 and row.algbw_gbps > 0 and row.time_us > 0
         assert row.wrong == 0
-        assert len(row.samples_us) == 3
+        assert len(row.samples_us) == 2  # one per repeat
+        assert row.time_us == pytest.approx(sum(row.samples_us) / 2)  # the median of two
         assert row.busbw_gbps == pytest.approx(row.algbw_gbps * busbw_factor(op, 2))
+        assert row.algbw_gbps == pytest.approx(row.size_bytes / row.time_us / 1e3)
     # Ranks agree: times are combined with MAX and #wrong with SUM over the group.
     assert two_ranks[1]["sweeps"][(op, inplace, dtype)].rows == sweep.rows
-    metric = f"{COLLECTIVES[op].metric_name}.busbw_gbps"
+    name = COLLECTIVES[op].metric_name
     measurements = sweep.measurements()
-    assert [m.metric for m in measurements] == [metric] * len(SIZES) + ["collective.wrong"]
-    assert all(m.value > 0 and len(m.samples) == 3 for m in measurements[:-1])
+    per_size = [f"{name}.busbw_gbps", f"{name}.time_us"]
+    assert [m.metric for m in measurements] == per_size * len(SIZES) + ["collective.wrong"]
+    assert [m.value for m in measurements[:-1]] == [f for row in sweep.rows for f in (row.busbw_gbps, row.time_us)]
+    assert all(m.value > 0 and len(m.samples) == 2 for m in measurements[:-1])
     assert measurements[-1].value == 0
 
 
@@ -201,3 +236,74 @@ def test_a_sweep_waiting_on_an_absent_peer_raises_at_its_timeout():
     (message, elapsed), _ = run_local_ranks(sweep_with_an_absent_peer, 2, args=(1.5,), timeout=30)
     assert "timed out" in message.lower()
     assert 1.5 <= elapsed < 1.5 + 5  # gave up at its timeout, with room for a loaded CI machine
+
+
+class FakeClock:
+    """time.perf_counter for the probe, advanced only by the ops of a ScriptedAllReduce."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class ScriptedAllReduce(AllReduce):
+    """A real all_reduce whose every launch takes a scripted time on the fake clock: `pattern` (us) by
+    launch index within each group of len(pattern) launches, times `slow` in the `slow_group`-th group."""
+
+    def __init__(self, clock: FakeClock, pattern: list[float], slow_group: int, slow: float) -> None:
+        self.clock, self.pattern, self.slow_group, self.slow = clock, pattern, slow_group, slow
+        self.launches = 0
+
+    def launch(self, buffers: Buffers, view: GroupView) -> list[dist.Work]:
+        group, position = divmod(self.launches, len(self.pattern))
+        self.clock.now += self.pattern[position] * (self.slow if group == self.slow_group else 1) * 1e-6
+        self.launches += 1
+        return super().launch(buffers, view)
+
+
+def test_headline_is_the_median_repeat_of_back_to_back_ops_not_the_median_op(one_rank_group, monkeypatch):
+    """Per repeat of 4 ops, one op is slow (1, 1, 1, 9 us): nccl-tests' time is 12 / 4 = 3 us per op,
+    though the median single op takes 1 us. One repeat of three is ten times slower: the median
+    over repeats keeps it out of the figure, and it stays in the samples."""
+    clock = FakeClock()
+    monkeypatch.setattr(collectives, "time", clock)
+    # Launches 0-3 are the warm-up, 4-7, 8-11 and 12-15 the three repeats (the second one slow).
+    op = ScriptedAllReduce(clock, [1.0, 1.0, 1.0, 9.0], slow_group=2, slow=10.0)
+    sweep = sweep_collective(op, sizes=[4000], dtype="fp32", device=CPU, location=Location("h", 0), inplace=True,
+                             warmup=4, iterations=4, repeats=3)
+    (row,) = sweep.rows
+    assert row.samples_us == pytest.approx((3.0, 30.0, 3.0))
+    assert row.time_us == pytest.approx(3.0)
+    busbw = sweep.measurements()[0]
+    assert busbw.value == row.busbw_gbps == pytest.approx(4000 / 3e-6 / 1e9 * busbw_factor("all_reduce", 1))
+
+
+class FakeCudaEvent:
+    """torch.cuda.Event as a GPU stream sees it: record() stamps the stream's clock, elapsed_time in ms."""
+
+    def __init__(self, stream_clock: list[float], log: list[str], enable_timing: bool = False) -> None:
+        assert enable_timing
+        self.stream_clock, self.log, self.at = stream_clock, log, None
+
+    def record(self) -> None:
+        self.at = self.stream_clock[0]
+        self.log.append("record")
+
+    def elapsed_time(self, end: "FakeCudaEvent") -> float:
+        assert self.at is not None and end.at is not None, "both events must be recorded"
+        return (end.at - self.at) * 1e3
+
+
+def test_repeat_timer_on_gpu_times_with_events_on_the_stream_and_syncs_outside_the_span(monkeypatch):
+    stream_clock, log = [5.0], []
+    monkeypatch.setattr(torch.cuda, "Event", lambda **kw: FakeCudaEvent(stream_clock, log, **kw))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append(f"sync {device}"))
+    timer = RepeatTimer(torch.device("cuda", 3))
+    timer.start()
+    stream_clock[0] += 0.004  # the stream runs the n ops: 4 ms
+    elapsed = timer.stop()
+    assert elapsed == pytest.approx(0.004)  # seconds, from elapsed_time's milliseconds
+    # Synchronised before the start event (nothing earlier inside the span) and before reading the events.
+    assert log == ["sync cuda:3", "record", "record", "sync cuda:3"]

@@ -184,3 +184,26 @@ def test_shipped_profiles_all_load(repo_root):
         assert profile.expectations, name
         for expectation in profile.expectations:
             assert expectation.source.strip()
+
+
+def test_hosts_expand_and_set_the_node_count(write_profile):
+    profile = load(write_profile(GOOD.replace("nodes = 16", 'hosts = "gpu[001-016]"')))
+    assert profile.cluster.nodes == 16 and profile.cluster.host_names()[:2] == ["gpu001", "gpu002"]
+
+
+def test_hosts_that_contradict_nodes_are_one_clear_line(write_profile):
+    with pytest.raises(ProfileError, match=r"'hosts' names 15 hosts but 'nodes' = 16") as error:
+        load(write_profile(GOOD.replace("nodes = 16", 'nodes = 16\nhosts = "gpu[001-015]"')))
+    assert "\n" not in str(error.value)
+
+
+def test_a_bad_hostlist_is_one_clear_line(write_profile):
+    with pytest.raises(ProfileError, match=r"\[cluster\]: 'hosts' is not a Slurm hostlist .*never closed"):
+        load(write_profile(GOOD.replace("nodes = 16", 'hosts = "gpu[001-016"')))
+
+
+def test_a_child_host_list_overrides_the_parents_one_node(write_profile):
+    """h200-node says nodes = 1 (one node of hardware); a cluster extending it names its 16 hosts."""
+    write_profile(GOOD.replace("nodes = 16", "nodes = 1"), name="base")
+    child = write_profile('[cluster]\nname = "prod"\nextends = "base"\nhosts = "gpu[01-16]"\n', name="prod")
+    assert load(child).cluster.nodes == 16

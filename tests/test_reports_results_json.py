@@ -105,7 +105,9 @@ def test_the_report_handler_renders_beside_the_results_or_into_out(tmp_path, cap
     assert (tmp_path / "run" / "report.html").is_file() and (tmp_path / "run" / "summary.md").is_file()
     assert run_report(argparse.Namespace(results=str(results_path), out=str(tmp_path / "elsewhere"))) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[-2:] == [f"clusterbench: wrote {tmp_path / 'elsewhere' / name}" for name in ("report.html", "summary.md")]
+    assert printed[-4:] == [
+        f"clusterbench: wrote {tmp_path / 'elsewhere' / name}" for name in ("report.html", "summary.md", "bad-nodes.txt", "metrics.prom")
+    ]
     assert results_path.read_bytes() == original  # only read, never rewritten
 
 
@@ -130,7 +132,9 @@ def test_the_clusterbench_report_command_end_to_end(tmp_path):
     command = [sys.executable, "-m", "clusterbench.cli", "report"]
     done = subprocess.run([*command, str(results_path)], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stderr == "", done.stderr
-    assert done.stdout.splitlines() == [f"clusterbench: wrote {tmp_path / name}" for name in ("report.html", "summary.md")]
+    assert done.stdout.splitlines() == [
+        f"clusterbench: wrote {tmp_path / name}" for name in ("report.html", "summary.md", "bad-nodes.txt", "metrics.prom")
+    ]
     failed = subprocess.run([*command, str(tmp_path / "missing.json")], check=False, capture_output=True, text=True, timeout=120)
     assert failed.returncode == 2 and failed.stdout == ""
     assert failed.stderr == f"clusterbench report: error: {tmp_path / 'missing.json'}: no such file (give the results.json of a run)\n"

@@ -41,6 +41,7 @@ def test_two_ddp_ranks_scale_split_communication_and_catch_a_corrupted_replica()
     assert len(step.samples) == 8 and step.details["forward_backward_no_sync_ms"] is not None
     assert step.details["exposed_communication_ms"] >= 0 and set(step.details["rank_step_median_ms"]) == {"0", "1"}
     assert step.details["rank_hosts"] == {"0": "localhost", "1": "localhost"}  # spawned ranks: all on this host
+    assert step.details["fsdp_api"] == "n/a (not sharded)" and step.details["mixed_precision"] == "fp32 throughout"
     tokens = figures[("train.tokens_per_s", 2)].value
     assert tokens == pytest.approx(2 * 8 * 64 / (step.value / 1e3))
     assert figures[("train.mfu", 2)].value == pytest.approx(895_488 * tokens / 2 / 1e12)
@@ -65,3 +66,22 @@ def test_fsdp_trains_and_says_why_replicas_are_not_compared():
         runs.figures("train.cost_per_mtokens")
     (step,) = [m for m in runs.figures("train.step_time_ms") if m.params["ranks"] == 2]
     assert step.details["exposed_communication_ms"] is None and "FSDP" in step.details["split_not_measured"]
+    # Which FSDP and which precision the figure was obtained with; fp32 on a CPU: no policy to cast.
+    assert step.details["fsdp_api"] == "torch.distributed.fsdp.fully_shard"
+    assert step.details["mixed_precision"] == "fp32 throughout (FSDP2 without mixed precision)"
+    assert step.details["peak_device_memory"].startswith("n/a (cpu)")
+
+
+def test_a_failed_training_run_is_not_trained_again_by_the_next_test(monkeypatch):
+    calls = []
+
+    def dies(self):
+        calls.append(1)
+        raise NotMeasured("rank 1 (localhost) did not arrive within 60 s")
+
+    monkeypatch.setattr(TrainingRuns, "_measure", dies)
+    runs = two_local_ranks("ddp")
+    for _ in range(3):
+        with pytest.raises(NotMeasured, match="did not arrive"):
+            runs.runs()
+    assert calls == [1]  # the deadline is waited out once, not once per test

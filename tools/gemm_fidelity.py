@@ -6,9 +6,10 @@ favour neither side):
   probe           clusterbench's per-iteration measurement (cache flushed and C refilled between
                   iterations, the probe's default, as mamf-finder does); median TFLOP/s
   probe-no-flush  the same without the flush and refill (flush_cache=False)
-  bare            warm-up, then N back-to-back torch.matmul calls into a preallocated output and
-                  one synchronize: TFLOP/s = 2*M*N*K*N / elapsed (out= spares the loop an allocation,
-                  and a CPU fresh pages, per call: the strongest fair baseline)
+  bare            warm-up, then N back-to-back calls of the same GEMM (torch.mm into a preallocated
+                  output, the probe's operands and layout) and one synchronize:
+                  TFLOP/s = 2*M*N*K*N / elapsed (out= spares the loop an allocation, and a CPU
+                  fresh pages, per call: the strongest fair baseline)
 and prints each, per round and as the median over rounds, with the paired ratios probe / bare.
 
     python tools/gemm_fidelity.py --device cpu --dtype fp32 --shape 1024 1024 1024
@@ -26,31 +27,20 @@ from pathlib import Path
 import torch
 
 from clusterbench.probes import timing
-from clusterbench.probes.devices import GEMM_DTYPES, LocalDevice, local_devices, reason_unsupported
-from clusterbench.probes.gemm import TORCH_DTYPES, GemmShape, gemm_sweep, matmul_precision, measure_shape
+from clusterbench.probes.devices import GEMM_DTYPES, LocalDevice, local_devices
+from clusterbench.probes.gemm import GemmKernel, GemmShape, gemm_sweep, gemm_unsupported_reason, matmul_precision
+from clusterbench.probes.gemm import measure_shape
 
 MODES = ("probe", "probe-no-flush", "bare")
 
 
 def bare_loop_tflops(device: LocalDevice, dtype: str, shape: GemmShape, *, warmup: int, iterations: int) -> float:
-    """The figure a user's own timing loop would report: no flush, no per-iteration events."""
-    where = device.torch_device
-    if dtype == "fp8":  # torch.matmul has no fp8 kernel; _scaled_mm is how everyone runs fp8 GEMMs
-        a = torch.randn(shape.m, shape.k, device=where).to(torch.float8_e4m3fn)
-        b = torch.randn(shape.n, shape.k, device=where).to(torch.float8_e4m3fn).t()
-        one = torch.ones((), device=where)
-        out = torch.empty(shape.m, shape.n, device=where, dtype=torch.bfloat16)
+    """The figure a user's own timing loop would report: no flush, no per-iteration events.
 
-        def run() -> object:
-            return torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16, out=out)
-    else:
-        a = torch.randn(shape.m, shape.k, device=where, dtype=TORCH_DTYPES[dtype])
-        b = torch.randn(shape.k, shape.n, device=where, dtype=TORCH_DTYPES[dtype])
-        out = torch.empty(shape.m, shape.n, device=where, dtype=TORCH_DTYPES[dtype])
-
-        def run() -> object:
-            return torch.matmul(a, b, out=out)
-
+    The same operands as the probe's (GemmKernel: mamf-finder's layout, _scaled_mm for fp8), so the
+    two differ in how they time and nothing else.
+    """
+    run = GemmKernel(device, dtype, shape)
     with matmul_precision(device, dtype):
         for _ in range(warmup):
             run()
@@ -93,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         choices = ", ".join(devices)
         print(f"error: --device {args.device} is not a local device; choose one of {choices}", file=sys.stderr)
         return 2
-    reason = reason_unsupported(device, args.dtype)
+    reason = gemm_unsupported_reason(device, args.dtype)
     if reason is not None:
         print(f"error: {args.dtype} on {device.torch_device}: {reason}", file=sys.stderr)
         return 2

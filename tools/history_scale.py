@@ -5,6 +5,12 @@ Prints the time to store each run, the file's growth per run, and the comparison
 the median of several repetitions (a fresh connection each, as in a run). Usage:
 
     python tools/history_scale.py [--runs 100] [--figures 10000] [--dir /tmp/history-scale]
+
+`--false-alarms` instead runs the regression rule itself (noise.judge_change) on Gaussian figures:
+for each number of stored runs and run-to-run spread, the share of unchanged figures flagged (false
+alarms) and of figures planted 10% and 30% worse that are caught, for `last` and for a window.
+
+    python tools/history_scale.py --false-alarms [--trials 20000]
 """
 
 from __future__ import annotations
@@ -20,9 +26,15 @@ from pathlib import Path
 
 from clusterbench.history.compare import RunKey, compare_run, parse_compare_spec
 from clusterbench.history.fingerprint import run_fingerprint
-from clusterbench.history.noise import RegressionRule
+from clusterbench.history.noise import (
+    Change,
+    RegressionRule,
+    judge_change,
+    robust_sigma,
+    spread_of,
+)
 from clusterbench.history.store import HistoryStore, file_size
-from clusterbench.model import Location, Measurement, Verdict
+from clusterbench.model import Better, Location, Measurement, Verdict
 from clusterbench.results import RunInfo, RunResults
 
 DEVICE = {"torch_device": "cuda:0", "kind": "cuda", "index": 0, "name": "NVIDIA H200", "memory_bytes": 141 * 2**30,
@@ -48,6 +60,42 @@ def synthetic_run(day: int, figures: int, seed: int) -> RunResults:
     return RunResults(run=info, measurements=measurements)
 
 
+def flag_rates(rng: random.Random, runs: int, sigma: float, factor: float, single_run: bool, rule: RegressionRule,
+               family: str, trials: int) -> tuple[float, float, float]:
+    """Shares of `trials` figures failed, warned of (a regression against a spread not known yet),
+    and failed by the plain band the rule replaced, when this run is `factor` x the hardware's figure and `runs` stored runs vary by `sigma`
+    (relative, Gaussian) around 1.0."""
+    failed = warned = plain = 0
+    for _ in range(trials):
+        stored = [rng.gauss(1.0, sigma) for _ in range(runs)]
+        current = factor * rng.gauss(1.0, sigma)
+        baseline = stored[-1] if single_run else statistics.median(stored)
+        comparison = judge_change(current, baseline, 1 if single_run else runs, spread_of(stored, rule, family),
+                                  Better.HIGHER, family, rule)
+        if comparison.change is Change.REGRESSION:
+            failed += comparison.noise_known
+            warned += not comparison.noise_known
+        # The window rule before issue 16: beyond min_effect and a plain 3 MAD-deviations band.
+        drop = (baseline - current) / baseline
+        plain += runs >= rule.min_runs and drop > rule.min_effect and drop * baseline > rule.noise_k * robust_sigma(stored)
+    return failed / trials, warned / trials, plain / trials
+
+
+def false_alarm_table(trials: int) -> None:
+    rule, rng = RegressionRule(), random.Random(16)
+    print("| --compare | stored runs | run-to-run spread | false alarms: FAIL (WARN) | caught at 10% worse: FAIL (WARN) "
+          "| caught at 30% worse: FAIL (WARN) | false alarms of a plain 3-MAD band |")
+    print("|---|---|---|---|---|---|---|")
+    for single_run, label in ((True, "last"), (False, "window")):
+        for runs in (2, 5, 10, 30):
+            if not single_run and runs < rule.min_runs:
+                continue
+            for sigma in (0.01, 0.03, 0.10):
+                rates = [flag_rates(rng, runs, sigma, f, single_run, rule, "compute", trials) for f in (1.0, 0.9, 0.7)]
+                cells = [f"{fail:.2%} ({warn:.2%})" for fail, warn, _ in rates]
+                print(f"| {label} | {runs} | {sigma:.0%} | {' | '.join(cells)} | {rates[0][2]:.2%} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100)
@@ -55,7 +103,12 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/history-scale"))
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--reuse", action="store_true", help="compare against the history a previous call stored")
+    parser.add_argument("--false-alarms", action="store_true", help="the rule's false-alarm and catch rates, simulated")
+    parser.add_argument("--trials", type=int, default=20_000)
     args = parser.parse_args()
+    if args.false_alarms:
+        false_alarm_table(args.trials)
+        return 0
     args.dir.mkdir(parents=True, exist_ok=True)
     path = args.dir / "history.sqlite"
     if not args.reuse:

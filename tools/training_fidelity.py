@@ -26,7 +26,7 @@ import time
 import torch
 import torch.distributed as dist
 from clusterbench.probes.local_ranks import run_local_ranks
-from clusterbench.probes.training.loop import TrainingPlan, threads, train
+from clusterbench.probes.training.loop import TrainingPlan, release_device_memory, threads, train
 from clusterbench.probes.training.model import build_model, synthetic_batch
 from clusterbench.probes.training.presets import PRESETS
 
@@ -40,6 +40,14 @@ def _sync(device: torch.device) -> None:
 
 def bare_loop_seconds(plan: TrainingPlan, device: torch.device, ranks: int) -> float:
     """Seconds per step of a plain training loop, the slowest rank's."""
+    try:
+        return _bare_loop_seconds(plan, device, ranks)
+    finally:
+        # As the probe does when its run ends: each side of the next round starts from an empty device.
+        release_device_memory(device)
+
+
+def _bare_loop_seconds(plan: TrainingPlan, device: torch.device, ranks: int) -> float:
     model = build_model(plan.config, device, plan.seed)
     if ranks > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -8,6 +8,11 @@ because a threshold inside a figure's own noise would fail the very cluster it w
 
 The written file loads with --cluster OUT.toml (it is checked by loading it back) and keeps the
 run's cluster name, settings and storage targets, so that the same params are measured again.
+
+Storage expectations name their target only where the run measured several (then the target is
+what tells /scratch's figures from /home's). With one target, the path (resolved: the calibrating
+checkout's absolute directory) is left out, so that the profile judges whatever target a later run
+measures: from another checkout, or on another machine of the same kind with --storage-target.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from clusterbench.profile import KNOWN_DTYPES, Profile, Settings, StorageSetting
 DEFAULT_MARGIN = 0.10
 NOISE_K = 3.0
 MAX_TOLERANCE = 0.9  # profile tolerances are fractions below 1
+STORAGE_TARGET_PARAM = "target"
 
 
 class CalibrationError(ClusterbenchError):
@@ -59,8 +65,23 @@ def _profile_params(m: Measurement) -> dict[str, Any] | None:
     return params
 
 
-def calibrated_figures(measurements: list[Measurement], margin: float, run_id: str, date: str) -> list[CalibratedFigure]:
-    """One figure per metric and params; a sweep only at its largest point, where it is judged."""
+def _portable_params(params: dict[str, Any], pin_target: bool) -> dict[str, Any]:
+    """Storage params without the target's path unless several targets must be told apart."""
+    return params if pin_target else {k: v for k, v in params.items() if k != STORAGE_TARGET_PARAM}
+
+
+def _unpinned(group: list[Measurement], params: dict[str, Any]) -> str:
+    """Where a storage figure whose target was left out of its params was measured, for its source."""
+    targets = sorted({str(m.params[STORAGE_TARGET_PARAM]) for m in group if STORAGE_TARGET_PARAM in m.params})
+    if not targets or STORAGE_TARGET_PARAM in params:
+        return ""
+    return f", on storage target {', '.join(targets)}; judges whichever target a run measures"
+
+
+def calibrated_figures(measurements: list[Measurement], margin: float, run_id: str, date: str,
+                       storage_targets: int = 1) -> list[CalibratedFigure]:
+    """One figure per metric and params; a sweep only at its largest point, where it is judged.
+    `storage_targets`: how many storage targets the run measured (more than one: each figure names its own)."""
     groups: dict[tuple[str, str], list[Measurement]] = {}
     params_of: dict[tuple[str, str], dict[str, Any]] = {}
     for m in measurements:
@@ -69,6 +90,7 @@ def calibrated_figures(measurements: list[Measurement], margin: float, run_id: s
         params = _profile_params(m)
         if params is None:
             continue
+        params = _portable_params(params, pin_target=storage_targets > 1)
         key = (m.metric, canonical_params(params))
         groups.setdefault(key, []).append(m)
         params_of[key] = params
@@ -84,7 +106,7 @@ def calibrated_figures(measurements: list[Measurement], margin: float, run_id: s
         how = f"margin {margin:.0%}" if tolerance == margin else (
             f"margin widened from {margin:.0%} to {tolerance:.0%}: {NOISE_K:g} robust deviations of the run's raw samples")
         where = f"median of {len(group)} figures" if len(group) > 1 else f"on {group[0].location.host}/{group[0].location.device}"
-        source = f"run {run_id} on {date}: measured {format_value(target, spec.unit)} ({where}); {how}"
+        source = f"run {run_id} on {date}: measured {format_value(target, spec.unit)} ({where}{_unpinned(group, params_of[key])}); {how}"
         figures.append(CalibratedFigure(metric, params_of[key], target, spec.unit, spec.better, tolerance, source))
     return figures
 
@@ -128,7 +150,9 @@ def _non_default(obj: Any, defaults: Any) -> dict[str, Any]:
     }
 
 
-def profile_text(profile: Profile, figures: list[CalibratedFigure], run_id: str, date: str, fingerprint: str, margin: float) -> str:
+def profile_text(profile: Profile, figures: list[CalibratedFigure], run_id: str, date: str, fingerprint: str, margin: float,
+                 storage: StorageSettings | None = None) -> str:
+    """`storage`: the [storage] the run measured with (the profile's, or --storage-target's targets)."""
     cluster = profile.cluster
     lines = [
         f"# Calibrated by clusterbench from run {run_id} ({date}) of cluster '{cluster.name}',",
@@ -138,14 +162,16 @@ def profile_text(profile: Profile, figures: list[CalibratedFigure], run_id: str,
         *_table("cluster", {
             "name": cluster.name, "nodes": cluster.nodes, "accelerators_per_node": cluster.accelerators_per_node,
             "accelerator": cluster.accelerator, "description": f"baseline of {cluster.name} calibrated from run {run_id}",
+            # The host list too, so the calibrated profile still fails a run that misses a named node.
+            **({"hosts": cluster.hosts} if cluster.hosts else {}),
         }),
     ]
     settings = _non_default(profile.settings, Settings())
     if settings:
         lines += _table("settings", settings)
-    storage = _non_default(profile.storage, StorageSettings())
-    if storage:
-        lines += _table("storage", storage)
+    storage_table = _non_default(storage or profile.storage, StorageSettings())
+    if storage_table:
+        lines += _table("storage", storage_table)
     if profile.golden:
         lines += _table("golden", profile.golden)
     for figure in figures:
@@ -165,17 +191,28 @@ def profile_text(profile: Profile, figures: list[CalibratedFigure], run_id: str,
     return "\n".join(lines)
 
 
+def run_storage_settings(profile: Profile, storage_targets: tuple[str, ...]) -> StorageSettings:
+    """The [storage] a run measured with: --storage-target's targets replace the profile's, as the
+    run itself does (AcceptanceRun.storage), and `shared` keeps only targets still measured."""
+    if not storage_targets:
+        return profile.storage
+    shared = tuple(t for t in profile.storage.shared if t in storage_targets)
+    return dataclasses.replace(profile.storage, targets=tuple(storage_targets), shared=shared)
+
+
 def write_calibrated_profile(
-    path: Path, profile: Profile, measurements: list[Measurement], *, run_id: str, date: str, fingerprint: str, margin: float
+    path: Path, profile: Profile, measurements: list[Measurement], *, run_id: str, date: str, fingerprint: str, margin: float,
+    storage_targets: tuple[str, ...] = (),
 ) -> int:
     """Write the profile and load it back (so a file that would not load is never left); returns
-    how many expectations it holds."""
+    how many expectations it holds. `storage_targets`: the run's --storage-target, if any."""
     from clusterbench.catalog import resolve_cluster
 
-    figures = calibrated_figures(measurements, margin, run_id, date)
+    storage = run_storage_settings(profile, storage_targets)
+    figures = calibrated_figures(measurements, margin, run_id, date, storage_targets=len(storage.targets))
     if not figures:
         raise CalibrationError(f"{path}: not written: the run measured no figure to calibrate")
-    text = profile_text(profile, figures, run_id, date, fingerprint, margin)
+    text = profile_text(profile, figures, run_id, date, fingerprint, margin, storage)
     temporary = path.absolute().with_name(f".{path.stem}.tmp.toml")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import statistics
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,12 +18,14 @@ import numpy as np
 from clusterbench.errors import ClusterbenchError
 from clusterbench.history.figures import at_largest_sweep_point, is_performance_figure
 from clusterbench.history.noise import (
-    MAD_TO_SIGMA,
     Change,
     Comparison,
     RegressionRule,
-    classify,
-    compare_with_run,
+    Spread,
+    Spreads,
+    judge_change,
+    run_to_run_spreads,
+    widened_k,
 )
 from clusterbench.history.store import (
     HistoryStore,
@@ -89,15 +92,66 @@ class HistoryComparison:
     trends: list[Trend]
 
 
-def _window_statistics(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per column: how many runs have a figure, their median, and their robust standard deviation
-    (the same numbers noise.robust_sigma gives, computed for every figure at once)."""
+def _window_statistics(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: how many runs have a figure, and their median."""
     counts = np.count_nonzero(~np.isnan(matrix), axis=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # columns no stored run has: all NaN, by design
         median = np.nanmedian(matrix, axis=0) if len(matrix) else np.full(matrix.shape[1], np.nan)
-        sigma = MAD_TO_SIGMA * np.nanmedian(np.abs(matrix - median), axis=0) if len(matrix) else median
-    return counts, median, sigma
+    return counts, median
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What this run's figures are compared with, column by column (one column a figure): the
+    baseline's figures, and the run-to-run spread of each figure over the recent stored runs."""
+
+    runs: list[StoredRun]
+    counts: np.ndarray  # stored figures each baseline value stands on (0: none)
+    values: np.ndarray  # the one run's figure, or the window's median
+    shown: np.ndarray  # recent stored runs that show the figure
+    spreads: Spreads  # the figure's run-to-run spread over them
+    # With `last`, the stored run's figure was far off the recent runs (a lucky or a bad night):
+    # `values` holds their median instead, so tonight's ordinary figure is no "regression" from it.
+    rebased: np.ndarray
+    stored_values: np.ndarray  # the one stored run's own figures, as they were
+
+
+def _baseline(store: HistoryStore, spec: CompareSpec, recent: list[StoredRun], measurements: list[Measurement],
+              current_ids: np.ndarray, rule: RegressionRule) -> Baseline:
+    """The spread always comes from the recent runs (the newest 30, or the window if larger), not
+    from the window alone: a spread seen in 5 runs is so uncertain that the band drawn from it must
+    be twice as wide (Student's t) as one drawn from 30."""
+    recent_matrix = store.value_matrix([r.pk for r in recent], current_ids)
+    shown, _ = _window_statistics(recent_matrix)
+    floors = np.array([rule.floor(METRICS[m.metric].family) if m.metric in METRICS else rule.min_effect
+                       for m in measurements])
+    spreads = run_to_run_spreads(recent_matrix, floors)
+    if spec.run_id is not None:
+        runs = [store.run(spec.run_id)]
+        matrix = store.value_matrix([runs[0].pk], current_ids)
+    else:
+        runs, matrix = recent[: spec.window], recent_matrix[: spec.window]
+    counts, values = _window_statistics(matrix)
+    stored_values = values.copy()
+    rebased = np.zeros(len(values), dtype=bool)
+    if spec.window == 1:  # `last`: a named run is the baseline its user chose, whatever it shows
+        rebased = (shown >= rule.min_runs) & (counts > 0) & spreads.far_off(values)
+        values = np.where(rebased, spreads.median, values)
+        counts = np.where(rebased, shown, counts)
+    return Baseline(runs, counts, values, shown, spreads, rebased, stored_values)
+
+
+def _recent_runs(store: HistoryStore, key: RunKey, spec: CompareSpec | None) -> list[StoredRun]:
+    """The newest stored runs of the same cluster, hardware and mode: the trends' and the spread's."""
+    return store.runs(cluster=key.cluster, fingerprint=key.fingerprint, quick=key.quick,
+                      limit=max(TREND_RUNS, spec.window or 0) if spec else TREND_RUNS)
+
+
+def _series_ids(store: HistoryStore, measurements: list[Measurement]) -> tuple[dict, np.ndarray]:
+    """Every stored series' id by key, and the id of each of these figures' series (-1: never stored)."""
+    ids = {k: i for i, k in store.series_by_id().items()}
+    return ids, np.array([ids.get(measurement_series_key(m), -1) for m in measurements], dtype=np.int64)
 
 
 def compare_run(
@@ -110,20 +164,12 @@ def compare_run(
     key_metrics: set[str],
 ) -> HistoryComparison:
     """Regression checks (when `spec` is given) and trends of the key metrics, from the store."""
-    recent = store.runs(cluster=key.cluster, fingerprint=key.fingerprint, quick=key.quick,
-                        limit=max(TREND_RUNS, spec.window or 0) if spec else TREND_RUNS)
-    if spec is None:
-        baseline: list[StoredRun] = []
-    elif spec.run_id is not None:
-        baseline = [store.run(spec.run_id)]
-    else:
-        baseline = recent[: spec.window]
-    ids = {k: i for i, k in store.series_by_id().items()}
-    current_ids = np.array([ids.get(measurement_series_key(m), -1) for m in measurements], dtype=np.int64)
+    recent = _recent_runs(store, key, spec)
+    ids, current_ids = _series_ids(store, measurements)
     checks = []
     if spec is not None:
-        matrix = store.value_matrix([r.pk for r in baseline], current_ids)
-        checks = _regression_checks(store, measurements, current_ids, matrix, key, spec, baseline, rule, regression_verdict)
+        baseline = _baseline(store, spec, recent, measurements, current_ids, rule)
+        checks = _regression_checks(measurements, baseline, key, spec, rule, regression_verdict)
     return HistoryComparison(checks, _trends(store, measurements, ids, recent, key_metrics))
 
 
@@ -138,42 +184,80 @@ def _baseline_label(baseline: list[StoredRun], spec: CompareSpec, key: RunKey) -
     )
 
 
+def _compare_figure(measurement: Measurement, column: int, baseline: Baseline, spec: CompareSpec,
+                    rule: RegressionRule) -> Comparison:
+    spec_of = METRICS[measurement.metric]
+    points = int(baseline.counts[column])
+    if not points or (not spec.single_run and points < rule.min_runs):
+        return Comparison(Change.TOO_LITTLE_HISTORY, measurement.value, None, None, points, None)
+    if int(baseline.shown[column]) >= rule.min_runs:
+        spreads = baseline.spreads
+        spread = Spread(float(spreads.sigma[column]), int(spreads.used[column]), int(spreads.left_out[column]))
+    else:
+        spread = Spread(None, int(baseline.shown[column]))
+    return judge_change(measurement.value, float(baseline.values[column]), points, spread, spec_of.better,
+                        spec_of.family, rule)
+
+
+def figure_comparisons(measurements: list[Measurement], baseline: Baseline, spec: CompareSpec, rule: RegressionRule,
+                       *, all_columns: bool = False) -> Iterator[tuple[Measurement, Comparison | None]]:
+    """Each performance figure of this run beside its baseline: what the checks are made of.
+    With `all_columns`, every figure in order, None for those that are not performance figures."""
+    for column, measurement in enumerate(measurements):
+        if is_performance_figure(measurement.metric):
+            yield measurement, _compare_figure(measurement, column, baseline, spec, rule)
+        elif all_columns:
+            yield measurement, None
+
+
+def _rebased_note(baseline: Baseline, column: int, unit: str) -> str:
+    return (f"; its figure {format_value(float(baseline.stored_values[column]), unit)} lay far off the "
+            f"{int(baseline.shown[column])} recent runs, so this is their median")
+
+
+def baseline_for(store: HistoryStore, measurements: list[Measurement], key: RunKey, spec: CompareSpec,
+                 rule: RegressionRule) -> Baseline:
+    """The baseline `spec` gives these figures, from the store (for tools that replay a history)."""
+    _, current_ids = _series_ids(store, measurements)
+    return _baseline(store, spec, _recent_runs(store, key, spec), measurements, current_ids, rule)
+
+
 def _regression_checks(
-    store: HistoryStore, measurements: list[Measurement], current_ids: np.ndarray, matrix: np.ndarray,
-    key: RunKey, spec: CompareSpec, baseline: list[StoredRun], rule: RegressionRule, regression_verdict: Verdict,
+    measurements: list[Measurement], baseline: Baseline, key: RunKey, spec: CompareSpec, rule: RegressionRule,
+    regression_verdict: Verdict,
 ) -> list[Check]:
     mode = "quick" if key.quick else "full"
-    if not baseline:
+    if not baseline.runs:
         return [_summary(Verdict.NOT_MEASURED, spec, f"not compared: no stored run of cluster '{key.cluster}' on hardware "
                          f"{key.fingerprint} ({mode} mode) yet; this run will be the first")]
-    if not spec.single_run and len(baseline) < rule.min_runs:
-        return [_summary(Verdict.NOT_MEASURED, spec, f"not compared: only {len(baseline)} stored run(s) of cluster "
+    if not spec.single_run and len(baseline.runs) < rule.min_runs:
+        return [_summary(Verdict.NOT_MEASURED, spec, f"not compared: only {len(baseline.runs)} stored run(s) of cluster "
                          f"'{key.cluster}' on hardware {key.fingerprint} ({mode} mode); {spec.text} needs at least "
                          f"{rule.min_runs} to tell a regression from noise (profile setting regression_min_runs)")]
-    label = _baseline_label(baseline, spec, key)
-    counts, medians, sigmas = _window_statistics(matrix)
-    baseline_samples = store.samples(baseline[0].pk) if spec.single_run else {}
+    label = _baseline_label(baseline.runs, spec, key)
     checks: list[Check] = []
     tally = {change: 0 for change in Change}
-    for column, measurement in enumerate(measurements):
-        if not is_performance_figure(measurement.metric):
+    unknown_noise = rebased = 0
+    for column, (measurement, comparison) in enumerate(figure_comparisons(measurements, baseline, spec, rule, all_columns=True)):
+        if comparison is None:
             continue
-        better = METRICS[measurement.metric].better
-        points = int(counts[column])
-        if spec.single_run and points:
-            comparison = compare_with_run(measurement.value, float(medians[column]), measurement.samples,
-                                          baseline_samples.get(int(current_ids[column]), []), better, rule)
-        elif points < rule.min_runs or spec.single_run:
-            comparison = Comparison(Change.TOO_LITTLE_HISTORY, measurement.value, None, None, points, None)
-        else:
-            comparison = classify(measurement.value, float(medians[column]), float(sigmas[column]), points, better, rule)
         tally[comparison.change] += 1
+        if comparison.change is not Change.TOO_LITTLE_HISTORY and not comparison.noise_known:
+            unknown_noise += 1
+        rebased += bool(baseline.rebased[column])
         if comparison.change in (Change.REGRESSION, Change.WITHIN_NOISE, Change.IMPROVEMENT):
-            checks.append(_change_check(measurement, comparison, better, rule, regression_verdict, label, spec))
+            note = _rebased_note(baseline, column, measurement.unit) if baseline.rebased[column] else ""
+            checks.append(_change_check(measurement, comparison, rule, regression_verdict, label + note))
     compared = sum(tally.values()) - tally[Change.TOO_LITTLE_HISTORY]
     parts = [f"{tally[c]} {c.value}" for c in Change if tally[c]]
     verdict = Verdict.PASS if compared else Verdict.NOT_MEASURED
     message = f"{compared} figure(s) compared with the {label}: {', '.join(parts) or 'nothing to compare'}"
+    if unknown_noise:
+        message += (f"; noise unknown for {unknown_noise} figure(s): fewer than {rule.min_runs} stored runs show them, "
+                    f"so only changes beyond {rule.unknown_noise_floor:.0%} are judged, and as WARN, never FAIL")
+    if rebased:
+        message += (f"; {rebased} figure(s) of the stored run lay far off the recent runs, so they were compared "
+                    f"with the recent runs' median instead")
     if tally[Change.TOO_LITTLE_HISTORY]:
         message += f" (too little history: fewer than {rule.min_runs} stored figures, or none, for the same params)"
     return [_summary(verdict, spec, message), *checks]
@@ -186,26 +270,48 @@ def _summary(verdict: Verdict, spec: CompareSpec, message: str) -> Check:
     )
 
 
+def threshold_basis(comparison: Comparison, unit: str, family: str, rule: RegressionRule,
+                    better: Better = Better.HIGHER) -> str:
+    """How the threshold was set, in words, with its figures: every verdict states its own rule."""
+    threshold = comparison.threshold or 0.0
+    floor = f"the {family} floor" if comparison.floor > rule.min_effect else "the minimum effect"
+    if not comparison.noise_known:
+        return (f"noise unknown: {comparison.spread_runs} stored run(s) show this figure, {rule.min_runs} are needed "
+                f"to know its run-to-run spread; judging only changes beyond {threshold:.0%}, as a WARN, not a FAIL")
+    k = widened_k(rule.noise_k, comparison.spread_runs)
+    spread = (f"{k:.2g} deviations of the difference = {format_value(comparison.noise_band or 0.0, unit)} "
+              f"({rule.noise_k:g} widened to Student's t for a spread of {format_value(comparison.noise or 0.0, unit)} "
+              f"seen over {comparison.spread_runs} stored runs{_left_out(comparison.left_out)})")
+    blind = ("; this figure moves so much from run to run that no drop can show through it"
+             if better is Better.HIGHER and threshold >= 1.0 else "")
+    return f"threshold {threshold:.1%}: the larger of {floor} {comparison.floor:.0%} and {spread}{blind}"
+
+
+def _left_out(count: int) -> str:
+    return f", {count} far-off run(s) left out" if count else ""
+
+
 def _change_check(
-    measurement: Measurement, comparison: Comparison, better: Better, rule: RegressionRule,
-    regression_verdict: Verdict, label: str, spec: CompareSpec,
+    measurement: Measurement, comparison: Comparison, rule: RegressionRule, regression_verdict: Verdict, label: str,
 ) -> Check:
     unit = measurement.unit
+    spec = METRICS[measurement.metric]
+    better = spec.better
     direction = ("slower" if better is Better.HIGHER else "higher") if (comparison.worse_by or 0) > 0 else (
         "faster" if better is Better.HIGHER else "lower")
-    noise = "raw samples of both runs" if spec.single_run else f"the {comparison.points} stored figures"
-    band = f"{rule.noise_k:g} robust deviations = {format_value(rule.noise_k * (comparison.noise or 0.0), unit)} of {noise}"
+    basis = threshold_basis(comparison, unit, spec.family, rule, better)
     figures = f"{format_value(comparison.current, unit)} now vs {format_value(comparison.baseline, unit)}"
     size = f"{abs(comparison.worse_by or 0):.1%} {direction}"
     if comparison.change is Change.REGRESSION:
-        verdict = regression_verdict
-        message = f"regression: {figures}, {size}: beyond the minimum effect {rule.min_effect:.0%} and {band}"
+        # Beyond the floor but against a spread nobody has seen yet: said, never failed on.
+        verdict = regression_verdict if comparison.noise_known else Verdict.WARN
+        message = f"regression: {figures}, {size}: {basis}"
     elif comparison.change is Change.WITHIN_NOISE:
         verdict = Verdict.PASS
-        message = f"{figures}, {size}, but within the noise ({band}): not flagged"
+        message = f"{figures}, {size}, within the threshold: not flagged ({basis})"
     else:
         verdict = Verdict.PASS
-        message = f"improvement: {figures}, {size}: beyond the minimum effect {rule.min_effect:.0%} and {band}"
+        message = f"improvement: {figures}, {size}: {basis}"
     return Check(
         metric=measurement.metric, params=dict(measurement.params), verdict=verdict, observed=comparison.current,
         target=comparison.baseline, unit=unit, provenance=Provenance.HISTORY.value, source=label, message=message,

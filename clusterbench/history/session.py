@@ -175,6 +175,7 @@ def _calibrate(run: AcceptanceRun, results: dict[str, Any]) -> None:
         count = write_calibrated_profile(
             target, run.profile, run.results.measurements, run_id=info.run_id, date=info.started_at[:10],
             fingerprint=run_key(run).fingerprint, margin=run.history.calibrate_margin,
+            storage_targets=run.storage_targets,
         )
     except (CalibrationError, ClusterbenchError) as exc:
         run.history_error = f"--calibrate: {exc}"

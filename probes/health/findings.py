@@ -21,7 +21,7 @@ snapshot and, for what only shows under load, to the throttle sampler's report:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Collection, Literal
 
 from clusterbench.probes.health.clock_events import POWER_CAP, THERMAL
 from clusterbench.probes.health.nvml_reader import GpuInventory, GpuRecord
@@ -75,6 +75,14 @@ def health_findings(inventory: GpuInventory, host: str, load: LoadReport | None 
         if gpu_load is not None:
             findings.extend(_under_load(host, gpu, gpu_load))
     return findings
+
+
+def lost_gpu_findings(inventory: GpuInventory, host: str, skip: Collection[int] = ()) -> list[HealthFinding]:
+    """A finding for every GPU NVML cannot use (outside `skip`): a node fact, whoever drives the GPU.
+
+    CUDA cannot enumerate a GPU that fell off the bus, so no process pairs with it; the node's
+    reporter names it from the whole node's inventory."""
+    return [finding for gpu in inventory.gpus if gpu.lost and gpu.index not in skip for finding in _lost(host, gpu)]
 
 
 def _finding(host: str, gpu: GpuRecord, metric: str, severity: Severity, what: str, action: str) -> HealthFinding:

@@ -1,7 +1,9 @@
 """Turn the NVML inventory (and, where sampled, the load report) into gpu.* Measurements.
 
 Each GPU is a location of its own, device "gpu<NVML index>" (not "cuda:<i>": the two orders differ
-unless CUDA_DEVICE_ORDER=PCI_BUS_ID; the UUID in `details` ties them together). A figure NVML could
+unless CUDA_DEVICE_ORDER=PCI_BUS_ID; the UUID and the paired CUDA device in `details` tie them
+together). A CUDA device paired with no NVML GPU (a MIG slice, no UUID) is NOT MEASURED under its
+own label, with the reason. A figure NVML could
 not give is not guessed: it is listed in `not_measured` with the reason, per GPU, so that a GPU
 missing a figure its peers have is visible rather than silently absent from the judgement.
 """
@@ -47,10 +49,16 @@ class HealthMeasurements:
     not_measured: list[Unmeasured] = field(default_factory=list)
 
     @classmethod
-    def unavailable(cls, reason: str, host: str, rank: int = 0) -> "HealthMeasurements":
-        """Every gpu.* metric not measured on this node, e.g. with NotMeasured's text when NVML is absent."""
-        node = Location(host, rank, "node")
-        return cls(not_measured=[Unmeasured(metric, node, reason) for metric in ALL_METRICS])
+    def unavailable(
+        cls, reason: str, host: str, rank: int = 0, metrics: tuple[str, ...] = ALL_METRICS, device: str = "node"
+    ) -> "HealthMeasurements":
+        """`metrics` not measured at `device`, e.g. with NotMeasured's text when NVML is absent."""
+        where = Location(host, rank, device)
+        return cls(not_measured=[Unmeasured(metric, where, reason) for metric in metrics])
+
+    def extend(self, other: "HealthMeasurements") -> None:
+        self.measurements += other.measurements
+        self.not_measured += other.not_measured
 
     def attempts(self, metric: str) -> list[tuple[Location, Callable[[], Measurement]]]:
         """(location, measure) pairs for one metric, in the shape AcceptanceHandle.measure takes.
@@ -79,19 +87,27 @@ def _raise(reason: str) -> Measurement:
 
 
 def gpu_measurements(
-    inventory: GpuInventory, host: str, rank: int = 0, load: LoadReport | None = None
+    inventory: GpuInventory, host: str, rank: int = 0, load: LoadReport | None = None, include_count: bool = True
 ) -> HealthMeasurements:
+    """gpu.count (unless `include_count` is False) and every per-GPU figure of `inventory`'s GPUs."""
     result = HealthMeasurements()
-    node = Location(host, rank, "node")
-    unusable = {gpu.index: gpu.lost for gpu in inventory.gpus if gpu.lost}
-    result.measurements.append(_measurement(
-        "gpu.count", len(inventory.usable), node,
-        details={"enumerated": len(inventory.gpus), "unusable": unusable, "driver_version": inventory.driver_version},
-    ))
+    if include_count:
+        result.measurements.append(gpu_count(inventory, host, rank))
     for gpu in inventory.gpus:
         _gpu(result, gpu, Location(host, rank, f"gpu{gpu.index}"), load.gpus.get(gpu.index) if load else None,
              load.not_measured if load else NOT_UNDER_LOAD)
+    for label, reason in inventory.unpaired.items():
+        result.not_measured += [Unmeasured(metric, Location(host, rank, label), reason) for metric in PER_GPU_METRICS]
     return result
+
+
+def gpu_count(inventory: GpuInventory, host: str, rank: int = 0) -> Measurement:
+    """The node's usable GPUs: every GPU NVML enumerates and can read, whoever drives it."""
+    unusable = {gpu.index: gpu.lost for gpu in inventory.gpus if gpu.lost}
+    return _measurement(
+        "gpu.count", len(inventory.usable), Location(host, rank, "node"),
+        details={"enumerated": len(inventory.gpus), "unusable": unusable, "driver_version": inventory.driver_version},
+    )
 
 
 def _measurement(
@@ -112,6 +128,8 @@ def _gpu(result: HealthMeasurements, gpu: GpuRecord, location: Location, load: G
             result.not_measured.append(Unmeasured(metric, location, why_missing))
         else:
             details = {"uuid": gpu.uuid, "name": gpu.name, **details}
+            if gpu.cuda_device is not None:
+                details["cuda_device"] = gpu.cuda_device
             result.measurements.append(_measurement(metric, value, location, samples, details))
 
     ecc, repair, pcie = gpu.ecc, gpu.memory_repair, gpu.pcie
@@ -127,7 +145,7 @@ def _gpu(result: HealthMeasurements, gpu: GpuRecord, location: Location, load: G
     nvlink = gpu.nvlink
     emit("gpu.nvlink_up", nvlink.up if nvlink else None, _why(gpu, "nvlink"),
          links=len(nvlink.links) if nvlink else None, down=nvlink.down if nvlink else None)
-    loaded = load is not None and bool(load.samples)
+    loaded = load is not None and bool(load.busy_samples)
     if loaded and load.temperature_samples_c:
         # The hottest moment under load is what a temperature threshold is about.
         emit("gpu.temperature_c", max(load.temperature_samples_c), "", load.temperature_samples_c, under_load=True)
@@ -146,8 +164,7 @@ def _pcie_gen(emit: Callable[..., None], gpu: GpuRecord, load: GpuLoad | None) -
     pcie = gpu.pcie
     loaded_gen = load.pcie_gen_max if load is not None else None
     if loaded_gen is not None:
-        gens = [float(s.pcie_gen) for s in load.samples if s.pcie_gen is not None]
-        emit("gpu.pcie_gen", loaded_gen, "", gens, max=pcie.gen_max, under_load=True)
+        emit("gpu.pcie_gen", loaded_gen, "", load.pcie_gen_samples, max=pcie.gen_max, under_load=True)
     elif pcie.gen_current is not None and pcie.gen_current == pcie.gen_max:
         emit("gpu.pcie_gen", pcie.gen_current, "", max=pcie.gen_max, under_load=False)
     elif pcie.gen_current is None:
@@ -163,6 +180,8 @@ def _throttle(emit: Callable[..., None], load: GpuLoad | None, load_missing: str
     if not masks:
         if load is not None and load.lost:
             reason = load.lost
+        elif load is not None and load.not_measured:
+            reason = load.not_measured
         elif load is not None and "clock_event_mask" in load.unavailable:
             reason = f"clock-event reasons: {load.unavailable['clock_event_mask']}"
         else:

@@ -1,17 +1,20 @@
 """Per-GPU inventory and health as NVML reports it: one snapshot of every GPU on this host.
 
 `read_gpu_inventory()` returns a `GpuInventory`, or raises NotMeasured when NVML itself is
-unavailable (no driver, no library). Any single field NVML cannot give is None, with the reason in
+unavailable (no driver, no library). `read_gpu_inventory(devices={"cuda:0": uuid})` reads only the
+GPUs this process drives, paired by UUID (gpu_pairing); `GpuInventory.select` does the same on an
+inventory already read. Any single field NVML cannot give is None, with the reason in
 the record's `unavailable` map under the field's dotted name ("pcie.gen_current": "no permission").
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Mapping
 
 from clusterbench.model import NotMeasured
 from clusterbench.probes.health.clock_events import decode, throttling
+from clusterbench.probes.health.gpu_pairing import NvmlGpuId, pair_devices, read_gpu_ids, read_mig_uuids
 from clusterbench.probes.health.nvml_session import (
     NOT_IN_DRIVER,
     NOT_SUPPORTED,
@@ -66,17 +69,19 @@ class PcieLink:
 
 @dataclass
 class NvLinkState:
-    """One entry per NVLink the GPU reports, True when that link is active."""
+    """The NVLinks the GPU has, by NVML link index, True when that link is active.
 
-    links: list[bool] = field(default_factory=list)
+    Indices need not be contiguous: a link NVML calls NOT_SUPPORTED is absent from the map."""
+
+    links: dict[int, bool] = field(default_factory=dict)
 
     @property
     def up(self) -> int:
-        return sum(self.links)
+        return sum(self.links.values())
 
     @property
     def down(self) -> list[int]:
-        return [link for link, active in enumerate(self.links) if not active]
+        return [link for link, active in sorted(self.links.items()) if not active]
 
 
 @dataclass
@@ -96,6 +101,8 @@ class GpuRecord:
 
     index: int
     uuid: str | None = None
+    cuda_device: str | None = None  # the CUDA device of this process paired with it by UUID, if any
+    mig_uuids: list[str] = field(default_factory=list)  # MIG slices, when MIG is enabled
     name: str | None = None
     serial: str | None = None
     vbios: str | None = None
@@ -125,7 +132,9 @@ class GpuRecord:
         data = asdict(self)
         data["memory_repair"]["total"] = self.memory_repair.total
         if self.nvlink is not None:
-            data["nvlink"].update(up=self.nvlink.up, down=self.nvlink.down)
+            # JSON keys are strings; say so here rather than let the encoder do it silently.
+            links = {str(link): active for link, active in sorted(self.nvlink.links.items())}
+            data["nvlink"].update(links=links, up=self.nvlink.up, down=self.nvlink.down)
         data["clock_events"] = self.clock_events
         data["throttling"] = self.throttling
         return data
@@ -137,10 +146,22 @@ class GpuInventory:
     cuda_driver_version: str | None  # the CUDA version the driver supports, e.g. "12.4"
     gpus: list[GpuRecord]
     unavailable: dict[str, str] = field(default_factory=dict)
+    # Devices this process drives that match no GPU here, by label ("cuda:1"), with the reason.
+    unpaired: dict[str, str] = field(default_factory=dict)
 
     @property
     def usable(self) -> list[GpuRecord]:
         return [gpu for gpu in self.gpus if gpu.lost is None]
+
+    def select(self, devices: Mapping[str, str | None]) -> "GpuInventory":
+        """Only the GPUs of `devices` (label -> CUDA UUID), each marked with its label; the rest unpaired."""
+        ids = [NvmlGpuId(gpu.index, gpu.uuid, tuple(gpu.mig_uuids)) for gpu in self.gpus]
+        pairing = pair_devices(devices, ids)
+        records = {gpu.index: gpu for gpu in self.gpus}
+        chosen = sorted(pairing.indices.items(), key=lambda item: item[1])
+        gpus = [replace(records[index], cuda_device=label) for label, index in chosen]
+        return GpuInventory(self.driver_version, self.cuda_driver_version, gpus, dict(self.unavailable),
+                            pairing.unpaired)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -149,11 +170,14 @@ class GpuInventory:
             "count": len(self.gpus),
             "gpus": [gpu.to_json() for gpu in self.gpus],
             "unavailable": dict(self.unavailable),
+            "unpaired": dict(self.unpaired),
         }
 
 
-def read_gpu_inventory(nvml: Any | None = None) -> GpuInventory:
-    """Read every GPU NVML enumerates. Raises NotMeasured when NVML is unavailable."""
+def read_gpu_inventory(nvml: Any | None = None, devices: Mapping[str, str | None] | None = None) -> GpuInventory:
+    """Read every GPU NVML enumerates, or with `devices` (label -> CUDA UUID) only those GPUs.
+
+    Raises NotMeasured when NVML is unavailable."""
     with nvml_session(nvml) as nvml:
         system = FieldReader(nvml)
         driver = system.read("driver_version", "nvmlSystemGetDriverVersion", convert=text)
@@ -165,8 +189,12 @@ def read_gpu_inventory(nvml: Any | None = None) -> GpuInventory:
             count = nvml.nvmlDeviceGetCount()
         except nvml.NVMLError as exc:
             raise NotMeasured(f"NVML unavailable: cannot count GPUs: {nvml_reason(nvml, exc)}") from None
-        gpus = [_read_gpu(nvml, index) for index in range(count)]
-    return GpuInventory(driver, cuda, gpus, system.unavailable)
+        if devices is None:
+            return GpuInventory(driver, cuda, [_read_gpu(nvml, index) for index in range(count)], system.unavailable)
+        pairing = pair_devices(devices, read_gpu_ids(nvml))
+        chosen = sorted(pairing.indices.items(), key=lambda item: item[1])
+        gpus = [replace(_read_gpu(nvml, index), cuda_device=label) for label, index in chosen]
+    return GpuInventory(driver, cuda, gpus, system.unavailable, pairing.unpaired)
 
 
 def _cuda_version(value: int) -> str:
@@ -197,6 +225,7 @@ def _read_fields(reader: FieldReader, handle: Any, record: GpuRecord) -> None:
     h = (handle,)
     record.uuid = reader.read("uuid", "nvmlDeviceGetUUID", args=h, convert=text)
     record.name = reader.read("name", "nvmlDeviceGetName", args=h, convert=text)
+    record.mig_uuids = list(read_mig_uuids(nvml, handle))
     record.serial = reader.read("serial", "nvmlDeviceGetSerial", args=h, convert=text)
     record.vbios = reader.read("vbios", "nvmlDeviceGetVbiosVersion", args=h, convert=text)
     record.memory_total_bytes = reader.read(
@@ -291,22 +320,25 @@ def _read_memory_repair(reader: FieldReader, handle: Any) -> MemoryRepair:
 
 
 def _read_nvlink(reader: FieldReader, handle: Any) -> NvLinkState | None:
-    """Probe links 0, 1, ... until NVML says there is no such link."""
+    """Probe every link index up to NVML_NVLINK_MAX_LINKS.
+
+    A link NVML calls NOT_SUPPORTED (or an index it calls INVALID_ARGUMENT) is absent, not the end:
+    a GPU may have link slots it does not populate, and the links after them still count."""
     nvml = reader.nvml
-    end_of_links = (nvml.NVML_ERROR_NOT_SUPPORTED, nvml.NVML_ERROR_INVALID_ARGUMENT)
-    links: list[bool] = []
+    function = getattr(nvml, "nvmlDeviceGetNvLinkState", None)
+    if function is None:
+        reader.unavailable["nvlink"] = NOT_IN_DRIVER
+        return None
+    absent = (nvml.NVML_ERROR_NOT_SUPPORTED, nvml.NVML_ERROR_INVALID_ARGUMENT)
+    links: dict[int, bool] = {}
     for link in range(nvml.NVML_NVLINK_MAX_LINKS):
-        function = getattr(nvml, "nvmlDeviceGetNvLinkState", None)
-        if function is None:
-            reader.unavailable["nvlink"] = NOT_IN_DRIVER
-            return None
         try:
-            links.append(function(handle, link) == nvml.NVML_FEATURE_ENABLED)
+            links[link] = function(handle, link) == nvml.NVML_FEATURE_ENABLED
         except nvml.NVMLError as exc:
             if exc.value == nvml.NVML_ERROR_GPU_IS_LOST:
                 raise GpuLost("nvlink") from None
-            if exc.value in end_of_links:
-                break
+            if exc.value in absent:
+                continue
             reader.unavailable["nvlink"] = nvml_reason(nvml, exc)
             return None
     if not links:

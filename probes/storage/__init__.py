@@ -160,6 +160,7 @@ def measure_storage(
     metadata: MetadataPlan | None = None,
     checkpoint: CheckpointPlan | None = None,
     checkpoint_group: CheckpointGroup | None = None,
+    on_step: Callable[[int, int, str], None] | None = None,
 ) -> StorageResult:
     """Every storage figure of `target` (a directory), measured in a workspace removed afterwards.
 
@@ -170,6 +171,7 @@ def measure_storage(
     that every rank of the group writes at once, and every rank of the group must call this.
     Raises StorageTargetError (bad target), FioUnavailable (engine="fio" without fio) and, after
     everything has run, StorageIntegrityError (with `.result`) if any data read back wrong.
+    `on_step(done, total, detail)`, if given, is called after each workload (progress).
     """
     began = time.perf_counter()
     location = location or default_location()
@@ -189,7 +191,7 @@ def measure_storage(
         result = StorageResult(facts.target, "fio" if fio else "python", reason, facts.direct, facts.filesystem, fallbacks=fallbacks)
         if not facts.direct:
             result.fallbacks.append(f"{facts.direct_refused} in {facts.target}: buffered I/O, flagged in each I/O figure's caveat")
-        for workload in plans:
+        for index, workload in enumerate(plans, start=1):
             if not facts.direct and not quick:  # quick runs keep their small files, flagged
                 vfs = os.statvfs(workspace.path)
                 free = vfs.f_bavail * vfs.f_frsize - space_needed(0)
@@ -197,6 +199,8 @@ def measure_storage(
             metrics = (workload.metric, RANDREAD_LATENCY_METRIC) if workload.rw == "randread" else (workload.metric,)
             _attempt(result, workload.name, metrics, lambda w=workload: measure_workload(
                 w, workspace, facts, fio=fio, location=location))
+            if on_step is not None:
+                on_step(index, len(plans), workload.name)
         _attempt(result, "metadata", (METADATA_METRIC,), lambda: [measure_metadata(workspace, facts, location, metadata)])
         if checkpoint_group is None:
             _attempt(result, "checkpoint", (SAVE_METRIC, LOAD_METRIC), lambda: measure_checkpoint(workspace, facts, location, checkpoint))

@@ -106,6 +106,7 @@ def group_measurements(run: GroupRun, plan: TrainingPlan, base: GroupRun | None,
         "rank_step_median_ms": {str(r): s * 1e3 for r, s in zip(run.ranks, result.rank_step_median_s)},
         "rank_hosts": {str(r): rank_hosts[r] for r in run.ranks if r in rank_hosts},
         "warmup_steps": plan.warmup,
+        "peak_device_memory": peak_memory_details(result),
         # The ladder's parallelism names every size (one series in reports); one rank trains the bare model.
         "wrapped_as": result.parallel,
         "ranks": list(run.ranks),
@@ -113,7 +114,9 @@ def group_measurements(run: GroupRun, plan: TrainingPlan, base: GroupRun | None,
     flops = result.flops
     model = {"parameters": flops.parameters, "embedding_parameters": flops.embedding_parameters,
              "flops_per_token": flops.flops_per_token, "attention_flops_per_token": flops.attention_flops_per_token,
-             "tokens_per_step": tokens_per_step, "tokens_per_s_per_device": per_device}
+             "tokens_per_step": tokens_per_step, "tokens_per_s_per_device": per_device,
+             # How the figure was obtained: the FLOP count above is the same whatever the scheme.
+             "mixed_precision": result.precision, "fsdp_api": result.fsdp_api or "n/a (not sharded)"}
     figures = [
         Measurement("train.step_time_ms", step.median * 1e3, "ms", dict(params), where,
                     samples=[s * 1e3 for s in result.step_s], details={**timing, "p90_ms": step.p90 * 1e3, **model}),
@@ -152,6 +155,16 @@ def group_measurements(run: GroupRun, plan: TrainingPlan, base: GroupRun | None,
                      "parameters_compared": len(result.checksums[0].sums), "ranks_compared": list(run.ranks)},
         ))
     return figures
+
+
+def peak_memory_details(result: TrainingResult) -> dict | str:
+    """Each phase's peak device memory (the largest over the group's ranks), or why there is none."""
+    if result.peak_memory is None:
+        return "n/a (cpu): torch's peak memory counters are CUDA's caching allocator's"
+    phases = {name: {"allocated_bytes": peak.allocated_bytes, "reserved_bytes": peak.reserved_bytes}
+              for name, peak in result.peak_memory.items()}
+    return {**phases, "how": "torch.cuda.max_memory_allocated / max_memory_reserved after reset_peak_memory_stats "
+                             "at each phase's start; the largest over the group's ranks"}
 
 
 def _ms_summary(seconds: list[float]) -> dict[str, float]:
