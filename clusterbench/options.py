@@ -149,6 +149,10 @@ def _redetermine_rootdir(config: pytest.Config, args: list[str], parser: pytest.
     )
     if rootpath == config.rootpath and inipath == config.inipath:
         return
+    if not all(hasattr(config, name) for name in ("_rootpath", "_inipath", "_inicfg", "_inicache")):
+        # A pytest whose internals moved: say so in one line rather than fail with a traceback.
+        raise pytest.UsageError(f"clusterbench cannot re-read the rootdir on pytest {pytest.__version__}: "
+                                "give option values with '=' (--storage-target=PATH)")
     old_addopts = list(config.getini("addopts"))
     config._rootpath = rootpath
     config._inipath = inipath
