@@ -186,3 +186,13 @@ def test_the_launcher_detection_starts_mpi_at_funneled():
               "from clusterbench.probes.mpi_allreduce import thread_level_name; from mpi4py import MPI; "
               "w.rank or print(f'\"{thread_level_name(MPI)}\"')")
     assert last_json(run_two_ranks(sys.executable, "-c", script)) == "funneled"
+
+
+def test_host_buffers_are_ordinary_page_aligned_memory_as_the_c_benchmarks_use():
+    from clusterbench.probes.mpi_allreduce import host_buffer
+
+    buffer = host_buffer(4 * 1024 * 1024, np.float32)  # 16 MiB: NumPy itself would advise huge pages
+    assert buffer.shape == (4 * 1024 * 1024,) and buffer.dtype == np.float32 and buffer.flags.writeable
+    assert buffer.ctypes.data % 4096 == 0
+    buffer[:] = 1.5
+    assert float(buffer.sum()) == 1.5 * buffer.size
