@@ -48,7 +48,7 @@ def judge_measurement(expectation: Expectation, measurement: Measurement) -> Che
         warning = observed > expectation.warn_threshold
         relation = ">"
     verdict = Verdict.FAIL if failing else Verdict.WARN if warning else Verdict.PASS
-    caveat = _caveat(measurement)
+    caveat = measurement.caveat
     threshold = expectation.fail_threshold if failing else expectation.warn_threshold
     if verdict is Verdict.PASS:
         message = f"{format_value(observed, expectation.unit)} meets target {format_value(expectation.target, expectation.unit)}"
@@ -76,11 +76,6 @@ def judge_measurement(expectation: Expectation, measurement: Measurement) -> Che
         better=expectation.better,
         location=measurement.location,
     )
-
-
-def _caveat(measurement: Measurement) -> str | None:
-    caveat = measurement.details.get("caveat") if isinstance(measurement.details, dict) else None
-    return caveat if isinstance(caveat, str) and caveat.strip() else None
 
 
 def judged_measurements(expectation: Expectation, measurements: list[Measurement]) -> list[Measurement]:
@@ -114,7 +109,7 @@ def aggregate_ranks(measurements: list[Measurement]) -> list[Measurement]:
         first = group[0]
         # The job's figure is made of the ranks' figures: it carries every caveat they carried
         # (a tmpfs target on every rank is still memory in the sum).
-        caveats = list(dict.fromkeys(c for c in (_caveat(m) for m in group) if c))
+        caveats = list(dict.fromkeys(c for c in (m.caveat for m in group) if c))
         details: dict = {"rule": rule, "by_rank": {f"{m.location.host}/{m.location.rank}": m.value for m in group}}
         if caveats:
             details["caveat"] = "; ".join(caveats)

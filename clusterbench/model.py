@@ -88,6 +88,13 @@ class Measurement:
     samples: list[float] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def caveat(self) -> str | None:
+        """The caveat the probe attached (details["caveat"], one string), or None: it travels with
+        the figure into the check's message and every report."""
+        caveat = self.details.get("caveat") if isinstance(self.details, dict) else None
+        return caveat.strip() if isinstance(caveat, str) and caveat.strip() else None
+
     def to_json(self) -> dict[str, Any]:
         # Built by hand, not with asdict(): asdict deep-copies every sample and detail, which is
         # most of the time it takes to write the results of a run of thousands of GPUs.

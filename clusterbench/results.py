@@ -77,12 +77,6 @@ def judges_performance(check: Check) -> bool:
     )
 
 
-def caveat_of(measurement: Measurement) -> str | None:
-    """The caveat a probe attached to a figure (details["caveat"], one string), or None."""
-    caveat = measurement.details.get("caveat") if isinstance(measurement.details, dict) else None
-    return caveat.strip() if isinstance(caveat, str) and caveat.strip() else None
-
-
 # The order tests are counted in everywhere (pytest's own words, then clusterbench's).
 TEST_LABELS = ("passed", "warn", "no expectation", "failed", "skipped")
 

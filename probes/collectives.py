@@ -52,6 +52,7 @@ import torch
 import torch.distributed as dist
 
 from clusterbench.model import Location, Measurement, NotMeasured
+from clusterbench.progress import StepCallback
 
 GB = 1e9
 
@@ -517,7 +518,7 @@ def sweep_collective(
     root: int = 0,
     timeout: float | None = None,
     seed: int = 1234,
-    on_step: Callable[[int, int, str], None] | None = None,
+    on_step: StepCallback | None = None,
 ) -> CollectiveSweep:
     """Measure one collective over `sizes` (bytes) in one mode on every rank of `group`.
 

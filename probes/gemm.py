@@ -18,19 +18,17 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
 from clusterbench.hardware import match_accelerator
 from clusterbench.model import Location, Measurement, NotMeasured
+from clusterbench.progress import StepCallback
 from clusterbench.probes import timing
 from clusterbench.probes.devices import LocalDevice, reason_unsupported
 from clusterbench.probes.gemm_shapes import MAMF_DTYPES, PublishedBestShape, published_best_shapes
 from clusterbench.probes.stats import summarize
-
-# (steps done, steps in all, what the last step measured): the shape of clusterbench.progress's callbacks.
-StepCallback = Callable[[int, int, str], None]
 
 METRIC = "gemm.tflops"
 UNIT = "TFLOP/s"

@@ -10,7 +10,7 @@ The run's own verdict, its note and its counts always go on <testsuite>.
 from __future__ import annotations
 
 from clusterbench.model import Check, Measurement
-from clusterbench.results import RunResults, caveat_of
+from clusterbench.results import RunResults
 
 TESTCASE_PROPERTY_FAMILIES = ("xunit1", "legacy")
 
@@ -36,7 +36,7 @@ def junit_properties(verdict: str, measurements: list[Measurement], checks: list
             (f"{prefix}.value", f"{m.value:.6g}"),
             (f"{prefix}.unit", m.unit),
         ]
-        caveat = caveat_of(m)
+        caveat = m.caveat
         if caveat:  # a RAM figure must not read as a disk figure in CI either
             properties.append((f"{prefix}.caveat", caveat))
     for i, c in enumerate(checks):

@@ -20,7 +20,7 @@ from clusterbench.outliers import (
     per_rank_measurements,
 )
 from clusterbench.profile import Settings
-from clusterbench.results import RunResults, caveat_of
+from clusterbench.results import RunResults
 from clusterbench.runinfo import redact_environment
 
 # Problems ordered worst first: a failure, then a required figure that is missing, then a warning.
@@ -102,7 +102,7 @@ def caveats(results: RunResults) -> list[Caveat]:
     """Every caveat of the run's figures, once each, with the figures it applies to, in the order met."""
     found: dict[str, tuple[dict[str, None], set[tuple[str, str]]]] = {}
     for m in results.measurements:
-        text = caveat_of(m)
+        text = m.caveat
         if text is None:
             continue
         labels, where = found.setdefault(text, ({}, set()))

@@ -23,7 +23,7 @@ from clusterbench.outliers import NODE, Straggler, peer_groups, per_rank_measure
 from clusterbench.reports import plots
 from clusterbench.reports.overview import CheckRow, problem_checks
 from clusterbench.reports.scaling import ScalingSeries, scaling_series
-from clusterbench.results import RunResults, Trend, TrendPoint, caveat_of
+from clusterbench.results import RunResults, Trend, TrendPoint
 
 MAX_CHECK_ROWS = 200
 MAX_FIGURE_ROWS = 200
@@ -154,7 +154,7 @@ def _figure_rows(measurements: list[Measurement]) -> list[FigureRow]:
         first = group[0]
         values = [m.value for m in group]
         where = f"{first.location.host}/{first.location.device}" if len(group) == 1 else f"{len(group)} locations"
-        caveats = "; ".join(dict.fromkeys(c for c in (caveat_of(m) for m in group) if c))
+        caveats = "; ".join(dict.fromkeys(c for c in (m.caveat for m in group) if c))
         rows.append(
             FigureRow(first.metric, _params_text(first.params), where, format_value(statistics.median(values), first.unit),
                       format_value(min(values), first.unit), format_value(max(values), first.unit), len(group), caveats)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from clusterbench.model import Location, Measurement
+from clusterbench.progress import StepCallback
 from clusterbench.probes.storage.checkpoint import LOAD_METRIC, SAVE_METRIC, CheckpointPlan, measure_checkpoint
 from clusterbench.probes.storage.distributed_checkpoint import CheckpointGroup, measure_distributed_checkpoint
 from clusterbench.probes.storage.errors import (
@@ -160,7 +161,7 @@ def measure_storage(
     metadata: MetadataPlan | None = None,
     checkpoint: CheckpointPlan | None = None,
     checkpoint_group: CheckpointGroup | None = None,
-    on_step: Callable[[int, int, str], None] | None = None,
+    on_step: StepCallback | None = None,
 ) -> StorageResult:
     """Every storage figure of `target` (a directory), measured in a workspace removed afterwards.
 
