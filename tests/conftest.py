@@ -2,6 +2,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch.distributed as dist
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,3 +38,11 @@ def workspace(tmp_path):
     with Workspace.create(tmp_path, None) as created:
         yield created
     assert created.cleanup_report.complete
+
+
+@pytest.fixture
+def one_rank_group():
+    """A real single-rank Gloo group in this process, for what needs no peer."""
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()

@@ -123,14 +123,6 @@ def test_table_has_nccl_tests_columns_and_average_footer():
     assert average_busbw(out_of_place, in_place) == 2.0  # plain mean of 1, 3 and 2
 
 
-@pytest.fixture
-def one_rank_group():
-    """A real single-rank Gloo group in this process, for what needs no peer."""
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
-
-
 def test_modes_torch_lacks_and_unknown_input_are_refused(one_rank_group):
     common = dict(sizes=[64], dtype="fp32", device=CPU, location=Location("h", 0), warmup=1, iterations=2)
     with pytest.raises(NotMeasured, match="all_reduce out-of-place is not offered by torch.distributed"):

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import io
 
-import pytest
 import torch
-import torch.distributed as dist
 from clusterbench.probes.collectives import sweep_collective
 
 from clusterbench import collective_runs, progress
@@ -37,14 +35,7 @@ def test_with_a_tty_a_rich_bar_that_goes_when_the_sweep_is_done():
     assert "\x1b[" in stream.getvalue()  # drawn with terminal control codes, not plain lines
 
 
-@pytest.fixture
-def world_of_one():
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
-
-
-def test_the_sweep_reports_each_size_on_rank_0(world_of_one):
+def test_the_sweep_reports_each_size_on_rank_0(one_rank_group):
     steps = []
     sweep = sweep_collective("all_reduce", sizes=[1024, 4096, 16384], dtype="fp32", device=torch.device("cpu"),
                              location=Location("h"), inplace=True, warmup=1, iterations=1, repeats=1,
