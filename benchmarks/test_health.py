@@ -11,8 +11,8 @@ from dataclasses import asdict
 
 import pytest
 
-from clusterbench.health_checks import finding_check, judge_inventories, node_health
-from clusterbench.judge import Scope
+from clusterbench.health_checks import judge_inventories, node_health
+from clusterbench.judge import finding_check
 from clusterbench.model import NotMeasured, Provenance
 from clusterbench.probes.health.measurements import ALL_METRICS
 from clusterbench.probes.infiniband import read_ib_ports
@@ -35,20 +35,20 @@ def test_node_inventory_and_golden_configuration(acceptance):
     shared = None
     if reports_for_node(acceptance):
         shared = {
-            **node_health(acceptance.run).inventory.to_json(),
+            **node_health(acceptance).inventory.to_json(),
             "hostname": acceptance.world.host,
             "infiniband": infiniband_inventory(),
         }
-    acceptance.share(shared, lambda by_rank: judge_inventories(acceptance.run, by_rank))
+    acceptance.share(shared, lambda by_rank: judge_inventories(acceptance, by_rank))
 
 
 @pytest.mark.health
 @pytest.mark.parametrize("metric", ALL_METRICS)
 def test_gpu_health(acceptance, metric):
-    health = node_health(acceptance.run)  # this rank's GPUs; gpu.count on the node's first local rank
+    health = node_health(acceptance)  # this rank's GPUs; gpu.count on the node's first local rank
     attempts = health.figures.attempts(metric)
     findings = [f for f in health.findings if f["metric"] == metric]
     acceptance.share(
         findings, lambda by_rank: [finding_check(f, Provenance.RULE) for node in by_rank.values() for f in node or []]
     )
-    acceptance.measure(Scope(metric), attempts)
+    acceptance.measure_attempts(metric, attempts)

@@ -4,26 +4,15 @@ On a machine without an accelerator the copy test measures host memory, and the 
 report NOT MEASURED with the reason instead of passing.
 """
 
-from functools import partial
-
 import pytest
 
-from clusterbench.judge import Scope
-from clusterbench.probes.memory import measure_copy, measure_d2h, measure_h2d
-
-MEMORY_PROBES = {
-    "memory.copy_gbps": measure_copy,
-    "memory.h2d_gbps": measure_h2d,
-    "memory.d2h_gbps": measure_d2h,
-}
+from clusterbench.probes import memory
 
 
 @pytest.mark.memory
-@pytest.mark.parametrize("metric", list(MEMORY_PROBES))
+@pytest.mark.parametrize("metric", memory.PROBE.metric_names)
 def test_memory_bandwidth(acceptance, metric):
-    probe = MEMORY_PROBES[metric]
-    attempts = []
-    for device in acceptance.devices:
-        location = acceptance.location(device.torch_device)
-        attempts.append((location, partial(probe, device, quick=acceptance.quick, location=location)))
-    acceptance.measure(Scope(metric), attempts, compare_peers=True)
+    probe = memory.MEASURES[metric]
+    acceptance.measure(
+        metric, lambda device: probe(device, quick=acceptance.quick, location=acceptance.location(device.torch_device))
+    )

@@ -9,13 +9,11 @@ figure, and the peers check names the slowest node.
 
 import pytest
 
-from clusterbench.judge import Scope
-from clusterbench.metrics import METRICS
-
-STORAGE_METRICS = [name for name, spec in METRICS.items() if spec.family == "storage"]
+from clusterbench.probes import storage
 
 
 @pytest.mark.storage
-@pytest.mark.parametrize("metric", STORAGE_METRICS)
+@pytest.mark.parametrize("metric", storage.PROBE.metric_names)
 def test_storage(acceptance, metric):
-    acceptance.measure(Scope(metric), acceptance.run.storage.attempts(metric), compare_peers=True, aggregate=True)
+    # One attempt per target, each with its own location and reason: the lower level of measure().
+    acceptance.measure_attempts(metric, acceptance.runners.storage.attempts(metric), compare_peers=True)

@@ -7,25 +7,17 @@ the profile says: the loss must fall, and every rank must end with identical par
 """
 
 import pytest
-from clusterbench.probes.training.table import render_scaling_table
 
-from clusterbench.judge import Scope
-from clusterbench.metrics import METRICS
-from clusterbench.training_runs import rule_checks
-
-TRAINING_METRICS = [name for name, spec in METRICS.items() if spec.family == "training"]
+from clusterbench.judge import rule_checks
+from clusterbench.probes import training
+from clusterbench.reports.training_table import render_scaling_table
 
 
 @pytest.mark.training
-@pytest.mark.parametrize("metric", TRAINING_METRICS)
+@pytest.mark.parametrize("metric", training.PROBE.metric_names)
 def test_training(acceptance, metric):
-    runs = acceptance.run.training
-    if not acceptance.is_reporter:
-        runs.runs()  # take part in every group this rank belongs to; a failure fails the test here
-        acceptance.share(None, lambda _: [])
-        acceptance.measure(Scope(metric), [])
-        return
-    measured = acceptance.measure(Scope(metric), [(runs.location, lambda: runs.figures(metric))])
+    runs = acceptance.runners.training
+    measured = acceptance.measure(metric, lambda: runs.figures(metric))
     acceptance.share(None, lambda _: rule_checks(measured))
     if metric == "train.step_time_ms" and measured:
         plan = runs.plan

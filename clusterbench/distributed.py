@@ -245,8 +245,9 @@ def join_world(world: World, deadline_s: float) -> Exchange:
             del os.environ["GLOO_SOCKET_IFNAME"]
     else:
         # The GPU of its local rank, as torchrun and srun lay ranks out.
-        device_id = torch.device("cuda", world.local_rank % torch.cuda.device_count())
-        torch.cuda.set_device(device_id)
+        from clusterbench.runners.devices import bind_gpu
+
+        device_id = bind_gpu(world.local_rank)
     timeout = dt.timedelta(seconds=deadline_s)
     try:
         # device_id binds the group to this rank's GPU (torch >= 2.3): NCCL's barrier and new groups

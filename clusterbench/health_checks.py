@@ -5,9 +5,9 @@ Each rank judges the GPUs it drives, paired with NVML by UUID: under a launcher 
 rank, under plain pytest every visible one. A GPU no process of the run loads (hidden by
 CUDA_VISIBLE_DEVICES, beyond torchrun's --nproc-per-node, another job's) is in the inventory but
 not judged per GPU: its link is trained down at idle and its figures are not this run's to judge;
-one NVML cannot use at all still fails the node. This module turns the findings (DCGM-style rules,
-the profile's [golden] values, the majority of the nodes of this run) into checks, each naming the
-host and GPU and what to do.
+one NVML cannot use at all still fails the node. The judge (clusterbench.judge.health_rules,
+.golden, .health) decides which of the figures are faults and turns them into checks; this module
+gathers what it needs, rank by rank.
 """
 
 from __future__ import annotations
@@ -15,26 +15,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from clusterbench.model import Check, Location, NotMeasured, Provenance, Verdict
+from clusterbench.judge.health import inventory_checks
+from clusterbench.judge.health_rules import health_findings, lost_gpu_findings
+from clusterbench.model import Check, Location, NotMeasured
 from clusterbench.probes.health import (
     GpuInventory,
     HealthMeasurements,
     LoadReport,
     NodeInventory,
     Unmeasured,
-    check_golden,
-    find_outliers,
     gpu_count,
     gpu_measurements,
-    health_findings,
-    lost_gpu_findings,
     read_gpu_inventory,
     read_node_inventory,
 )
 from clusterbench.probes.health.measurements import PER_GPU_METRICS
 
 if TYPE_CHECKING:
-    from clusterbench.acceptance import AcceptanceRun
+    from clusterbench.session.api import AcceptanceTest
 
 
 NO_CUDA_DEVICE = (
@@ -55,20 +53,20 @@ def driven_gpus(devices: list) -> dict[str, str | None]:
     return {device.torch_device: device.uuid for device in devices if device.kind == "cuda"}
 
 
-def node_health(run: "AcceptanceRun") -> NodeHealth:
+def node_health(acceptance: AcceptanceTest) -> NodeHealth:
     """This rank's gpu.* figures and rule findings (and the node inventory on the node's first
     local rank), read once per rank and run.
 
     Figures under load come from the NVML samples the GEMM tests took (bf16 preferred: the dtype
     that draws most power); without them, load-only figures are NOT MEASURED with the reason."""
-    if run.node_health is None:
-        world = run.exchange.world
-        reports_node = world.local_rank == 0
-        inventory = read_node_inventory() if reports_node else None
-        reports = run.gpu_load_reports
+    state = acceptance.health
+    if state.node is None:
+        world = acceptance.world
+        inventory = read_node_inventory() if world.local_rank == 0 else None
+        reports = state.load_reports
         load = reports.get("bf16") or next(iter(reports.values()), None)
-        run.node_health = assess_node(inventory, driven_gpus(run.devices), world.host, world.rank, load)
-    return run.node_health
+        state.node = assess_node(inventory, driven_gpus(acceptance.devices), world.host, world.rank, load)
+    return state.node
 
 
 def assess_node(
@@ -113,51 +111,9 @@ def _my_gpus(inventory: NodeInventory | None, driven: dict[str, str | None]) -> 
         return None, str(exc)
 
 
-def finding_check(finding: dict[str, Any], provenance: Provenance) -> Check:
-    device = "node" if finding["gpu_index"] is None else f"gpu{finding['gpu_index']}"
-    return Check(
-        metric=finding["metric"],
-        params={},
-        verdict=Verdict.FAIL if finding["severity"] == "fail" else Verdict.WARN,
-        observed=None,
-        target=None,
-        unit="",
-        provenance=provenance.value,
-        source={
-            Provenance.RULE: "node health rules (DCGM-style)",
-            Provenance.GOLDEN: "the profile's [golden] configuration",
-            Provenance.PEERS: "the majority of the nodes in this run",
-        }[provenance],
-        message=f"{finding['message']}; what to do: {finding['action']}",
-        location=Location(host=finding["host"], rank=-1, device=device),
-    )
-
-
-def judge_inventories(run: "AcceptanceRun", shared: dict[int, Any]) -> list[Check]:
-    """On rank 0: record every node's inventory, then compare it with [golden] and with the majority."""
+def judge_inventories(acceptance: AcceptanceTest, shared: dict[int, Any]) -> list[Check]:
+    """On rank 0: keep every node's inventory for results.json, then have the judge compare it with
+    [golden] and with the majority."""
     nodes = {data["hostname"]: data for data in shared.values() if data}
-    run.results.run.inventory.update(nodes)
-    golden = run.profile.golden
-    checks = [
-        finding_check(f.to_json(), Provenance.GOLDEN) for node in nodes.values() for f in check_golden(node, golden)
-    ]
-    if len(nodes) >= 2:
-        checks += [finding_check(f.to_json(), Provenance.PEERS) for f in find_outliers(list(nodes.values()))]
-    compared = ([f"[golden] ({', '.join(sorted(golden))})"] if golden else []) + (
-        [f"the other {len(nodes) - 1} nodes"] if len(nodes) >= 2 else []
-    )
-    if compared and not checks:
-        checks.append(
-            Check(
-                metric="node.inventory",
-                params={},
-                verdict=Verdict.PASS,
-                observed=None,
-                target=None,
-                unit="",
-                provenance=(Provenance.GOLDEN if golden else Provenance.PEERS).value,
-                source=" and ".join(compared),
-                message=f"{len(nodes)} node(s) match {' and '.join(compared)}",
-            )
-        )
-    return checks
+    acceptance.keep_inventory(nodes)
+    return inventory_checks(nodes, acceptance.profile.golden)

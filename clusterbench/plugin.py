@@ -14,23 +14,14 @@ from pathlib import Path
 import pytest
 
 from clusterbench import progress
-from clusterbench.acceptance import (
-    COVERAGE_ITEM_NAME,
-    AcceptanceRun,
-    AcceptanceTest,
-    CoverageItem,
-    RegressionItem,
-)
+from clusterbench.session import AcceptanceRun
+from clusterbench.session.api import AcceptanceTest
+from clusterbench.session.items import CoverageItem, final_items
 from clusterbench.catalog import profile_search_path, resolve_cluster
 from clusterbench.distributed import join_world
 from clusterbench.errors import ClusterbenchError
 from clusterbench.history.benchmark_json import clusterbench_section
-from clusterbench.history.session import (
-    REGRESSION_ITEM_NAME,
-    HistoryOptions,
-    check_history,
-    history_options,
-)
+from clusterbench.history.session import HistoryOptions, check_history, history_options
 from clusterbench.metrics import FAMILIES
 from clusterbench.options import PACKAGED_SUITE_KEY
 from clusterbench.reports.atomic import check_writable_directory
@@ -195,9 +186,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     config.stash[RUN_KEY] = run
     if run.is_reporter:
         _install_progress(config)
-    added = [CoverageItem.from_parent(session, name=COVERAGE_ITEM_NAME)]
-    if history.compare is not None:
-        added.append(RegressionItem.from_parent(session, name=REGRESSION_ITEM_NAME))
+    added = final_items(session, run.settler, run.history, run.results)
     items.extend(added)
     # Reported as collected, so that pytest's "collected N items" counts the tests its last line
     # counts (the terminal counts collect reports, not the final item list).
@@ -299,7 +288,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run.finish()
     if run.is_reporter:
         _record_junit_run(session.config, junit_run_properties(run.results))
-    if run.write_error or run.history_error:
+    if run.recorder.write_error or run.history_error:
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
 
@@ -328,11 +317,12 @@ def _show_new_tables(config: pytest.Config) -> None:
     if reporter is not None:
         reporter.close()  # a bar still on screen goes before the table
     shown = config.stash.get(TABLES_SHOWN_KEY, 0)
-    if len(run.tables) > shown:
+    tables = run.recorder.tables
+    if len(tables) > shown:
         terminal.ensure_newline()
-        for table in run.tables[shown:]:
+        for table in tables[shown:]:
             terminal.write(table.rstrip() + "\n\n")
-        config.stash[TABLES_SHOWN_KEY] = len(run.tables)
+        config.stash[TABLES_SHOWN_KEY] = len(tables)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -365,10 +355,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     # In a terminal, its width; in a CI log (no TTY), none: the tables stay whole, nothing is cut at 80 columns.
     width = terminalreporter._tw.fullwidth if terminalreporter.isatty else None
     terminalreporter.write(render_summary(run.results, width=width, color=terminalreporter.hasmarkup))
-    for path in run.written:
+    for path in run.recorder.written:
         terminalreporter.write_line(f"clusterbench: wrote {path}")
-    if run.write_error:
-        terminalreporter.write_line(f"clusterbench: ERROR: {run.write_error}", red=True)
+    if run.recorder.write_error:
+        terminalreporter.write_line(f"clusterbench: ERROR: {run.recorder.write_error}", red=True)
     for note in run.history_notes:
         terminalreporter.write_line(f"clusterbench: {note}")
     if run.history_error:

@@ -18,7 +18,7 @@ from clusterbench.errors import ProfileError, nearest
 from clusterbench.hostlist import HostlistError, expand_hostlist
 from clusterbench.metrics import METRICS
 from clusterbench.model import PROFILE_PROVENANCES, Better, Expectation, ParamValue, Provenance
-from clusterbench.probes.health.golden import validate_golden
+from clusterbench.judge.golden import validate_golden
 from clusterbench.probes.training.presets import PRESETS
 
 # The dtypes a `dtype` param may name, in every metric that takes one.

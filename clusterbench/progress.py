@@ -1,7 +1,7 @@
 """Progress of long sweeps on rank 0: a rich progress bar in a terminal, one plain line per finished
 step in a log (CI), so a network phase that takes minutes shows where it is.
 
-The plugin creates one reporter on rank 0 (`install`); glue code such as clusterbench.collective_runs
+The plugin creates one reporter on rank 0 (`install`); glue code such as clusterbench.runners.collectives
 asks for `current()` and hands the probes a plain callback (`step_callback`): probes know nothing
 of rich or pytest. Where none is installed (other ranks, a script using the probes), `current()` is None.
 """

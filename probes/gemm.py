@@ -29,6 +29,12 @@ from clusterbench.probes import timing
 from clusterbench.probes.devices import LocalDevice, reason_unsupported
 from clusterbench.probes.gemm_shapes import MAMF_DTYPES, PublishedBestShape, published_best_shapes
 from clusterbench.probes.stats import summarize
+from clusterbench.registry import declare_probe, metric
+
+PROBE = declare_probe("gemm", per="device", module=__name__, metrics=[
+    metric("gemm.tflops", "TFLOP/s", "higher", "compute",
+           "dense matmul throughput: median per-iteration 2*M*N*K / time of the best shape of the sweep", ("dtype",)),
+])
 
 METRIC = "gemm.tflops"
 UNIT = "TFLOP/s"

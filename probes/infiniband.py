@@ -14,6 +14,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from clusterbench.model import Location, Measurement, NotMeasured
+from clusterbench.registry import declare_probe, metric
+
+PROBE = declare_probe("infiniband", per="node", module=__name__, metrics=[
+    metric("ib.active_ports", "count", "higher", "network", "InfiniBand/RoCE ports ACTIVE"),
+    metric("ib.min_active_rate_gbps", "Gb/s", "higher", "network",
+           "rate of the slowest ACTIVE InfiniBand/RoCE port, in gigabits per second as the port reports it"),
+])
 
 NO_DEVICES = "no InfiniBand/RoCE devices in /sys/class/infiniband"
 _RATE = re.compile(r"^\s*([0-9.]+)\s*Gb/sec")
@@ -106,3 +113,7 @@ def measure_ib_min_rate(location: Location, sysfs_root: Path = Path("/sys")) -> 
         location=location,
         details={"slowest_port": f"{slowest.device}/{slowest.port}", "rates_gbps": {f"{p.device}/{p.port}": p.rate_gbps for p in rated}},
     )
+
+
+# Each declared metric's probe, so that the suite parametrizes over PROBE's metrics alone.
+MEASURES = {"ib.active_ports": measure_ib_ports, "ib.min_active_rate_gbps": measure_ib_min_rate}

@@ -29,6 +29,14 @@ from clusterbench.model import Location, Measurement, NotMeasured
 from clusterbench.probes import timing
 from clusterbench.probes.devices import LocalDevice
 from clusterbench.probes.stats import summarize
+from clusterbench.registry import declare_probe, metric
+
+PROBE = declare_probe("memory", per="device", module=__name__, metrics=[
+    metric("memory.copy_gbps", "GB/s", "higher", "memory",
+           "device-to-device (or host memory) copy bandwidth, bytes read + written / time"),
+    metric("memory.h2d_gbps", "GB/s", "higher", "memory", "host-to-device copy bandwidth from pinned memory"),
+    metric("memory.d2h_gbps", "GB/s", "higher", "memory", "device-to-host copy bandwidth into pinned memory"),
+])
 
 UNIT = "GB/s"
 MiB = 1 << 20
@@ -289,3 +297,7 @@ def _measure(
             **details,
         },
     )
+
+
+# Each declared metric's probe, so that the suite parametrizes over PROBE's metrics alone.
+MEASURES = {"memory.copy_gbps": measure_copy, "memory.h2d_gbps": measure_h2d, "memory.d2h_gbps": measure_d2h}

@@ -45,6 +45,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from clusterbench.model import Location, Measurement, NotMeasured
+from clusterbench.registry import declare_probe, metric
+
+PROBE = declare_probe("mpi_allreduce", per="world", module=__name__, metrics=[
+    metric("mpi.allreduce_busbw_gbps", "GB/s", "higher", "network",
+           "MPI_Allreduce bus bandwidth through mpi4py buffer methods, OSU-style timing",
+           ("size_bytes", "ranks", "dtype"), judged_at_max="size_bytes"),
+])
 
 GB = 1e9
 MiB = 1 << 20

@@ -13,7 +13,7 @@ from typing import Any
 
 from clusterbench.judge import Scope, format_value
 from clusterbench.model import Check, Verdict
-from clusterbench.outliers import (
+from clusterbench.reports.stragglers import (
     Straggler,
     find_stragglers,
     is_job_level,

@@ -19,7 +19,7 @@ from markupsafe import Markup
 from clusterbench.judge import Scope, format_value
 from clusterbench.metrics import FAMILIES, METRICS
 from clusterbench.model import Better, Check, Measurement, Verdict
-from clusterbench.outliers import NODE, Straggler, peer_groups, per_rank_measurements
+from clusterbench.reports.stragglers import NODE, Straggler, peer_groups, per_rank_measurements
 from clusterbench.reports import plots
 from clusterbench.reports.overview import CheckRow, problem_checks
 from clusterbench.reports.scaling import ScalingSeries, scaling_series
@@ -34,6 +34,7 @@ FAMILY_TITLES = {
     "storage": "Storage and checkpoints",
     "training": "Training",
     "health": "Node health",
+    "site": "Site checks",
     "other": "Other checks",
 }
 # Families whose per-location figures are drawn as bars (health figures are counts and gauges,

@@ -19,7 +19,7 @@ from rich.text import Text
 from clusterbench.judge import format_value
 from clusterbench.metrics import METRICS
 from clusterbench.model import Check, Measurement
-from clusterbench.outliers import find_stragglers, per_rank_measurements
+from clusterbench.reports.stragglers import find_stragglers, per_rank_measurements
 from clusterbench.results import NO_EXPECTATION, RunResults, TestOutcome
 
 VERDICT_STYLES = {
@@ -144,7 +144,7 @@ MAX_STRAGGLERS = 10  # the terminal names the worst; report.html and summary.md 
 
 
 def _stragglers_table(results: RunResults) -> Table | None:
-    """The worst stragglers (nodes first), by the rule of clusterbench.outliers; None when none."""
+    """The worst stragglers (nodes first), by the rule of clusterbench.reports.stragglers; None when none."""
     stragglers = find_stragglers(results.measurements + per_rank_measurements(results.measurements), outlier_tolerance(results))
     if not stragglers:
         return None

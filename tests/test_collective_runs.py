@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from clusterbench.collective_runs import CollectiveRuns, sweep_plan
+from clusterbench.runners.collectives import CollectiveRuns, sweep_plan
 from clusterbench.model import Location, NotMeasured
-from clusterbench.probes.local_ranks import LocalRanksError
+from clusterbench.runners.local_ranks import LocalRanksError
 
 
 def runs(**changes) -> CollectiveRuns:
@@ -18,14 +18,16 @@ def runs(**changes) -> CollectiveRuns:
 
 @pytest.fixture
 def dead_local_ranks(monkeypatch):
-    """run_local_ranks as it ends when a rank hangs: LocalRanksError after the deadline. Counts its calls."""
+    """run_local_ranks as it ends when a rank hangs: LocalRanksError after the deadline. Records the work
+    each call was to run on the ranks."""
     calls = []
 
     def fail(fn, world_size, **kwargs):
-        calls.append(fn.__name__)
+        work, _ = kwargs["args"]
+        calls.append(work.__name__)
         raise LocalRanksError({1: "did not report within the 15 s deadline"}, world_size)
 
-    monkeypatch.setattr("clusterbench.probes.local_ranks.run_local_ranks", fail)
+    monkeypatch.setattr("clusterbench.runners.local_ranks.run_local_ranks", fail)
     return calls
 
 
@@ -34,10 +36,10 @@ def test_a_failed_sweep_fails_the_next_test_at_once_without_sweeping_again(dead_
     for _ in range(3):  # its busbw, time and #wrong tests
         with pytest.raises(LocalRanksError, match="rank 1 did not report"):
             collective_runs.sweeps("all_reduce")
-    assert dead_local_ranks == ["_local_rank_worker"]
+    assert dead_local_ranks == ["_sweep_all_modes"]
     with pytest.raises(LocalRanksError):
         collective_runs.sweeps("all_gather")  # another op is its own measurement
-    assert dead_local_ranks == ["_local_rank_worker"] * 2
+    assert dead_local_ranks == ["_sweep_all_modes"] * 2
 
 
 def test_failed_scaling_is_not_measured_again(dead_local_ranks):
@@ -45,17 +47,18 @@ def test_failed_scaling_is_not_measured_again(dead_local_ranks):
     for _ in range(2):
         with pytest.raises(LocalRanksError):
             collective_runs.scaling()
-    assert dead_local_ranks == ["_local_scaling_worker"]
+    assert dead_local_ranks == ["_sweep_scaling"]
 
 
 def test_a_successful_sweep_is_shared_by_every_test(monkeypatch):
     calls = []
 
     def sweep(fn, world_size, **kwargs):
-        calls.append(kwargs["args"][0])
-        return [["sweeps of " + kwargs["args"][0]]] * world_size
+        _, (op, *_) = kwargs["args"]
+        calls.append(op)
+        return [["sweeps of " + op]] * world_size
 
-    monkeypatch.setattr("clusterbench.probes.local_ranks.run_local_ranks", sweep)
+    monkeypatch.setattr("clusterbench.runners.local_ranks.run_local_ranks", sweep)
     collective_runs = runs()
     assert collective_runs.sweeps("broadcast") is collective_runs.sweeps("broadcast")
     assert calls == ["broadcast"]

@@ -14,6 +14,7 @@ from fake_gpu_node import FakeGpuNode, node_uuid
 from fake_nvml import NOT_SUPPORTED, FakeNvml, healthy
 
 from clusterbench.health_checks import assess_node, driven_gpus
+from clusterbench.judge import health_findings
 from clusterbench.model import NotMeasured
 from clusterbench.probes.devices import local_devices
 from clusterbench.probes.health import (
@@ -22,7 +23,6 @@ from clusterbench.probes.health import (
     PerDeviceSampling,
     ThrottleSampler,
     gpu_measurements,
-    health_findings,
     read_gpu_inventory,
     read_host_inventory,
     read_node_inventory,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pynvml
 from fake_nvml import FakeNvml, healthy
 
-from clusterbench.probes.health import GpuLoad, LoadReport, LoadSample, health_findings, read_gpu_inventory
+from clusterbench.judge import health_findings
+from clusterbench.probes.health import GpuLoad, LoadReport, LoadSample, read_gpu_inventory
 
 HOST = "node07"
 

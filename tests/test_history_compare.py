@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,10 @@ from clusterbench.history.noise import (
     widened_k,
 )
 from clusterbench.history.store import HistoryStore
-from clusterbench.model import Better, Verdict
+from clusterbench.judge import judge_regressions
+from clusterbench.model import Better, Check, Verdict
 from clusterbench.profile import load_profile_file
+from clusterbench.results import Trend
 
 sys.path.insert(0, str(Path(__file__).parent))
 from history_results import CPU_DEVICE, measurement, results
@@ -127,10 +130,18 @@ def current_key(quick: bool = True) -> RunKey:
     return RunKey("test-cluster", run_fingerprint(results([]).to_json()["run"])[0], quick)
 
 
-def compare(path: Path, figures, spec: str, verdict: Verdict = Verdict.FAIL, rule: RegressionRule = RULE):
+@dataclass
+class Judged:
+    checks: list[Check]
+    trends: list[Trend]
+
+
+def compare(path: Path, figures, spec: str, verdict: Verdict = Verdict.FAIL, rule: RegressionRule = RULE) -> Judged:
+    """compare_run's findings as the judge turns them into checks, beside its trends."""
     with HistoryStore.open(path) as store:
-        return compare_run(store, figures, current_key(), parse_compare_spec(spec), rule, verdict,
-                           {"memory.copy_gbps", "storage.randread_p99_us"})
+        comparison = compare_run(store, figures, current_key(), parse_compare_spec(spec), rule,
+                                 {"memory.copy_gbps", "storage.randread_p99_us"})
+    return Judged(judge_regressions(comparison.regression, verdict), comparison.trends)
 
 
 def test_a_regression_check_carries_both_runs_figures(tmp_path):

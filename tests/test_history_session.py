@@ -1,6 +1,6 @@
 """Storing and calibrating at the end of a run: a history that cannot take the run is a note or an
-error line, never a lost run. `FinishedRun` is a test double holding what store_and_calibrate reads
-from an AcceptanceRun."""
+error line, never a lost run. `FinishedRun` is a test double holding what the run's history plugin
+(HistorySession) is given at the end of an AcceptanceRun, and what it returns."""
 
 from __future__ import annotations
 
@@ -15,12 +15,7 @@ import pytest
 from clusterbench.catalog import resolve_cluster
 from clusterbench.errors import ClusterbenchError
 from clusterbench.history.compare import parse_compare_spec
-from clusterbench.history.session import (
-    HistoryOptions,
-    check_history,
-    history_options,
-    store_and_calibrate,
-)
+from clusterbench.history.session import HistoryOptions, HistorySession, check_history, history_options
 from clusterbench.history.store import HistoryStore
 from clusterbench.model import Check, Verdict
 from clusterbench.profile import ClusterInfo, Profile, Settings
@@ -39,6 +34,12 @@ class FinishedRun:
     storage_targets: tuple[str, ...] = ()  # --storage-target, as AcceptanceRun has it
     history_notes: list[str] = field(default_factory=list)
     history_error: str | None = None
+
+
+def store_and_calibrate(run: FinishedRun) -> None:
+    outcome = HistorySession(run.history, run.profile).store_and_calibrate(run.results, run.report_dir,
+                                                                          run.storage_targets)
+    run.history_notes, run.history_error = outcome.notes, outcome.error
 
 
 def finished_run(tmp_path: Path, **options) -> FinishedRun:

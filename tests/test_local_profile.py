@@ -87,7 +87,7 @@ def test_a_mig_slice_gets_no_spec_derived_expectation(name):
 
 
 def test_a_mig_slice_reports_no_mfu_from_the_whole_gpus_peak():
-    from clusterbench.training_runs import device_peak
+    from clusterbench.runners.training import device_peak
 
     assert device_peak([gpu("NVIDIA H100 80GB HBM3")], "bf16")[0] is not None
     peak, why = device_peak([gpu("NVIDIA H100 80GB HBM3 MIG 3g.40gb")], "bf16")

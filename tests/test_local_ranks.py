@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from clusterbench.probes.local_ranks import LocalRanksError, run_local_ranks
+from clusterbench.runners.local_ranks import LocalRanksError, run_local_ranks
 
 DEADLINE_S = 30.0
 HANG_DEADLINE_S = 4.0

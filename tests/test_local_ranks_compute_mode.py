@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from clusterbench.model import NotMeasured
-from clusterbench.probes.local_ranks import cuda_context_conflict, run_local_ranks
+from clusterbench.runners.local_ranks import cuda_context_conflict, run_local_ranks
 from tests.fake_nvml import FakeNvml, healthy
 
 EXCLUSIVE = pynvml.NVML_COMPUTEMODE_EXCLUSIVE_PROCESS

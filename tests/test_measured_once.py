@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clusterbench.measured_once import MeasuredOnce, MeasuredOnceByKey
+from clusterbench.runners.runner import MeasuredOnce, MeasuredOnceByKey
 from clusterbench.model import NotMeasured
 
 

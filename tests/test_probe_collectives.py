@@ -11,23 +11,25 @@ import torch.distributed as dist
 from clusterbench.metrics import METRICS
 from clusterbench.model import Better, Location, NotMeasured
 from clusterbench.probes import collectives
-from clusterbench.probes.collective_table import average_busbw, render_table, timing_line
-from clusterbench.probes.collectives import (
+from clusterbench.reports.collective_table import average_busbw, render_table, timing_line
+from clusterbench.probes.collective_ops import (
     COLLECTIVES,
     AllReduce,
     Buffers,
-    CollectiveRow,
-    CollectiveSweep,
     GroupView,
-    RepeatTimer,
     _reduce_expected,
     _reduce_input,
-    blocking_wait_caveat,
     busbw_factor,
+)
+from clusterbench.probes.collectives import (
+    CollectiveRow,
+    CollectiveSweep,
+    RepeatTimer,
+    blocking_wait_caveat,
     size_sweep,
     sweep_collective,
 )
-from clusterbench.probes.local_ranks import run_local_ranks
+from clusterbench.runners.local_ranks import run_local_ranks
 
 CPU = torch.device("cpu")
 

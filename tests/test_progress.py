@@ -8,7 +8,8 @@ import io
 import torch
 from clusterbench.probes.collectives import sweep_collective
 
-from clusterbench import collective_runs, progress
+from clusterbench import progress
+from clusterbench.runners import collectives as collective_runs
 from clusterbench.model import Location
 
 
@@ -66,7 +67,7 @@ def _report_two_steps_from_rank_0(rank: int, world_size: int) -> int:
 
 
 def test_local_rank_0_forwards_its_steps_to_the_parents_reporter():
-    from clusterbench.probes.local_ranks import run_local_ranks
+    from clusterbench.runners.local_ranks import run_local_ranks
 
     stream = io.StringIO()
     progress.install(progress.ProgressReporter(stream, tty=False))

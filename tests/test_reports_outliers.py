@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from clusterbench.model import Location, Measurement
-from clusterbench.outliers import DEVICE, NODE, find_stragglers, peer_groups, per_rank_measurements
+from clusterbench.reports.stragglers import DEVICE, NODE, find_stragglers, peer_groups, per_rank_measurements
 
 
 def _gpu(host: str, gpu: int, value: float, metric: str = "gemm.tflops", **params) -> Measurement:

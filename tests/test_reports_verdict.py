@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from clusterbench import results as results_module  # its TestOutcome is no test class for pytest to collect
-from clusterbench.acceptance import AcceptanceRun
+from clusterbench.session.context import RunContext
+from clusterbench.session.items import coverage_checks
 from clusterbench.judge import aggregate_ranks, judge_cluster, judge_exact, judge_measurement
 from clusterbench.model import Better, Expectation, Location, Measurement, Provenance, Verdict
 from clusterbench.profile import ClusterInfo, Profile, Settings
@@ -205,9 +206,8 @@ def test_the_node_accounting_names_what_is_missing():
 
 def test_a_run_on_fewer_nodes_than_the_profile_fails_its_coverage_item(tmp_path):
     profile = Profile(ClusterInfo("prod", nodes=2, hosts="vm,gpu002"), Settings(), ())
-    run = AcceptanceRun(profile=profile, exchange=SimpleNamespace(hosts={0: "vm"}), report_dir=tmp_path, quick=True,
-                        narrowed=True, results=RunResults(run=_run_info()))
-    checks = run._coverage_checks()
+    context = RunContext(profile, SimpleNamespace(hosts={0: "vm"}), tmp_path, quick=True, narrowed=True)
+    checks = coverage_checks(context, accounted=set())
     assert [c.verdict for c in checks] == [Verdict.FAIL, Verdict.FAIL] and all(c.blocking for c in checks)
     assert "did not join the job: gpu002" in checks[1].message and 'hosts = "vm,gpu002"' in checks[0].source
 

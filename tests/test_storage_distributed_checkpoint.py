@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from clusterbench.model import Location
-from clusterbench.probes.local_ranks import LocalRanksError, run_local_ranks
+from clusterbench.runners.local_ranks import LocalRanksError, run_local_ranks
 from clusterbench.probes.storage import CheckpointGroup, CheckpointPlan, Workspace, probe_target
 from clusterbench.probes.storage.distributed_checkpoint import (
     DCP_FILE_NAMES,

@@ -99,7 +99,7 @@ def test_an_fsdp_run_on_torch_2_3_is_not_measured_before_any_rank_starts(monkeyp
     def no_spawn(*args, **kwargs):
         raise AssertionError("ranks were started for a run that cannot shard")
 
-    monkeypatch.setattr("clusterbench.probes.local_ranks.run_local_ranks", no_spawn)
+    monkeypatch.setattr("clusterbench.runners.local_ranks.run_local_ranks", no_spawn)
     runs = two_local_ranks("fsdp")
     with pytest.raises(NotMeasured, match=r"torch >= 2\.4"):
         runs.figures("train.loss_drop")

@@ -18,7 +18,8 @@ from clusterbench.probes.training.scaling import (
 )
 
 from clusterbench.model import Location
-from clusterbench.training_runs import rule_checks, training_ladder
+from clusterbench.judge import rule_checks
+from clusterbench.runners.training import training_ladder
 
 
 def test_tiny_model_flops_match_a_hand_count():

@@ -10,7 +10,7 @@ import weakref
 
 import pytest
 import torch
-from clusterbench.probes.local_ranks import run_local_ranks
+from clusterbench.runners.local_ranks import run_local_ranks
 from clusterbench.probes.training import loop
 from clusterbench.probes.training.figures import GroupRun, group_measurements
 from clusterbench.probes.training.flops import flops_per_token

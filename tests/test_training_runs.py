@@ -9,7 +9,8 @@ from clusterbench.probes.training.loop import TrainingPlan, train
 from clusterbench.probes.training.presets import PRESETS
 
 from clusterbench.model import Location, NotMeasured
-from clusterbench.training_runs import TrainingRuns, rule_checks
+from clusterbench.judge import rule_checks
+from clusterbench.runners.training import TrainingRuns
 
 # Not a real device's peak: a figure for the tests, so that the MFU arithmetic runs on a CPU.
 TEST_PEAK = Peak(tflops=1.0, device="test: an assumed 1 TFLOP/s", source="tests/test_training_runs.py")

@@ -1,6 +1,6 @@
 """Fidelity of the all_reduce probe: its headline busbw side by side with an nccl-tests-style bare loop.
 
-Both run in one job, on the same local ranks (spawned through clusterbench.probes.local_ranks), the
+Both run in one job, on the same local ranks (spawned through clusterbench.runners.local_ranks), the
 same backend, sizes and iteration counts, alternating round by round so that drift on a shared
 machine hits both alike. The bare loop is what nccl-tests does and what a user would write: warm-up,
 barrier, N back-to-back `dist.all_reduce`s between two timestamps, time / N, busbw = S / t * 2(n-1)/n;
@@ -29,15 +29,13 @@ import torch
 import torch.distributed as dist
 
 from clusterbench.model import Location
-from clusterbench.probes.collectives import busbw_factor, size_sweep, sweep_collective
-from clusterbench.probes.local_ranks import run_local_ranks
+from clusterbench.probes.collective_ops import busbw_factor
+from clusterbench.probes.collectives import size_sweep, sweep_collective
+from clusterbench.runners.devices import rank_device
+from clusterbench.runners.local_ranks import run_local_ranks
 
 BAND = (0.90, 1.10)
 MiB = 1 << 20
-
-
-def _device(backend: str) -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
 
 
 def _sync(device: torch.device) -> None:
@@ -74,7 +72,7 @@ def probe_headline(size: int, device: torch.device, location: Location, warmup: 
 def compare(rank: int, world_size: int, backend: str, sizes: list[int], warmup: int, iterations: int,
             repeats: int, rounds: int) -> list[dict[str, float]]:
     """Per size: the median of the rounds' paired ratios probe / bare, and each side's median busbw."""
-    device = _device(backend)
+    device = rank_device(backend)
     factor = busbw_factor("all_reduce", world_size)
     location = Location(socket.gethostname(), rank, str(device))
     rows = []

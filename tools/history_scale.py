@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from clusterbench.history.compare import RunKey, compare_run, parse_compare_spec
+from clusterbench.judge import judge_regressions
 from clusterbench.history.fingerprint import run_fingerprint
 from clusterbench.history.noise import (
     Change,
@@ -122,15 +123,16 @@ def main() -> int:
     for _ in range(args.repeat):
         start = time.perf_counter()
         with HistoryStore.open(path, read_only=True) as store:
-            outcome = compare_run(store, current.measurements, key, spec, RegressionRule(), Verdict.FAIL, {"allreduce.busbw_gbps"})
+            comparison = compare_run(store, current.measurements, key, spec, RegressionRule(), {"allreduce.busbw_gbps"})
+            checks = judge_regressions(comparison.regression, Verdict.FAIL)
         timings.append(time.perf_counter() - start)
-    failures = [c for c in outcome.checks if c.verdict is Verdict.FAIL]
+    failures = [c for c in checks if c.verdict is Verdict.FAIL]
     planted = {(m.location.rank, json.dumps(m.params, sort_keys=True)) for m in current.measurements[:10]}
     caught = sum((c.location.rank, json.dumps(c.params, sort_keys=True)) in planted for c in failures)
     print(f"compare {args.figures} figures against window:{args.runs}: median {statistics.median(timings):.2f} s "
           f"(min {min(timings):.2f}, max {max(timings):.2f}, {args.repeat} repetitions); "
           f"{len(failures)} regressions flagged, {caught} of the 10 planted (-30%) among them; "
-          f"summary: {outcome.checks[0].message}")
+          f"summary: {checks[0].message}")
     return 0
 
 

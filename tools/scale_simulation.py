@@ -7,9 +7,9 @@ and rank 0's real code path is timed on it:
 1. gather: `StoreExchange._decide` reading every rank's payload from a real torch TCPStore, the
    store the process group uses. The other ranks' writes are made beforehand and not timed: in a
    real run they happen in parallel, on their own hosts, while rank 0 runs its test.
-2. judge: `AcceptanceRun._decide` on the gathered payloads: expectations, the peers check, records.
+2. judge: `Settler._decide` (clusterbench.session.settle) on the gathered payloads: expectations, the peers check, records.
 3. write: results.json after every test (as `settle` does), and once more at the end.
-4. render: report.html and summary.md (`AcceptanceRun._render_reports`).
+4. render: report.html and summary.md (`ResultsRecorder.render_reports`).
 
 Two kinds of test make up the synthetic suite, as in benchmarks/: per-rank tests, where every rank
 sends its own figure (GEMM, memory bandwidth: one Measurement with its samples each), and
@@ -37,7 +37,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from clusterbench.acceptance import AcceptanceRun, Attempt
+from clusterbench.session import AcceptanceRun
+from clusterbench.session.context import RunContext
+from clusterbench.session.records import Attempt
 from clusterbench.catalog import resolve_cluster
 from clusterbench.distributed import StoreExchange
 from clusterbench.judge import Scope
@@ -167,8 +169,7 @@ def simulate(ranks: int, per_node: int, per_rank_tests: int, world_tests: int, o
     info = RunInfo(cluster="scale-simulation", profile={}, hosts=sorted(set(exchange.hosts.values())), world_size=ranks,
                    launcher="torchrun", backend="nccl", started_at=utc_now(), command_line=[], versions={}, devices=[],
                    quick=False)
-    run = AcceptanceRun(profile=profile, exchange=exchange, report_dir=out_dir, quick=False, narrowed=True,
-                        results=RunResults(run=info))
+    run = AcceptanceRun.of(RunContext(profile, exchange, out_dir, quick=False, narrowed=True), RunResults(run=info))
     times = {kind: StepTimes([], [], []) for kind in ("per_rank", "world")}
     payload_sizes: dict[str, int] = {}
     store_bytes = 0
@@ -203,12 +204,13 @@ def simulate(ranks: int, per_node: int, per_rank_tests: int, world_tests: int, o
         record.compare_peers = kind == "per_rank"
         step = times[kind]
         judge_times: list[float] = []
-        run._decide = _timed(run._decide, judge_times)  # type: ignore[method-assign]
-        run._write = _timed(AcceptanceRun._write.__get__(run), step.write_s)  # type: ignore[method-assign]
+        settler, recorder = run.settler, run.recorder
+        settler._decide = _timed(settler._decide, judge_times)  # type: ignore[method-assign]
+        recorder.write = _timed(type(recorder).write.__get__(recorder), step.write_s)  # type: ignore[method-assign]
         started = time.perf_counter()
         decision = run.settle(nodeid, "passed", "")
         total = time.perf_counter() - started
-        del run._decide, run._write
+        del settler._decide, recorder.write
         step.judge_s.append(judge_times[0])
         step.gather_s.append(total - judge_times[0] - step.write_s[-1])
         assert not decision.missing_ranks, decision.message
@@ -217,14 +219,14 @@ def simulate(ranks: int, per_node: int, per_rank_tests: int, world_tests: int, o
     # The end of the run: the final results.json, then the reports derived from it.
     results_path = out_dir / "results.json"
     started = time.perf_counter()
-    run._write()
+    run.recorder.write()
     finish_write_s = time.perf_counter() - started
     render_s, render_error = None, None
     try:
         started = time.perf_counter()
-        run._render_reports()
+        run.recorder.render_reports()
         render_s = time.perf_counter() - started
-        render_error = run.write_error
+        render_error = run.recorder.write_error
     except Exception as exc:  # the renderer is young: report what broke rather than stop the figures
         render_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
     reports = {p.name: p.stat().st_size for p in sorted(out_dir.iterdir()) if p.is_file()}

@@ -11,7 +11,7 @@ import json
 import statistics
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,7 +25,6 @@ from clusterbench.history.noise import (
     Spreads,
     judge_change,
     run_to_run_spreads,
-    widened_k,
 )
 from clusterbench.history.store import (
     HistoryStore,
@@ -35,7 +34,7 @@ from clusterbench.history.store import (
 )
 from clusterbench.judge import format_value
 from clusterbench.metrics import METRICS
-from clusterbench.model import Better, Check, Measurement, Provenance, Verdict
+from clusterbench.model import Measurement
 from clusterbench.results import Trend, TrendPoint
 
 # Figures the HTML report plots over time, besides every metric the profile has expectations on.
@@ -44,7 +43,6 @@ KEY_METRICS = (
     "storage.seqread_gbps", "checkpoint.save_gbps", "train.tokens_per_s", "train.step_time_ms",
 )
 TREND_RUNS = 30  # stored runs a trend shows when --compare names no larger window
-SUMMARY_METRIC = "history.regression"
 
 
 class CompareSpecError(ClusterbenchError):
@@ -86,9 +84,32 @@ class RunKey:
     quick: bool
 
 
+@dataclass(frozen=True)
+class FigureChange:
+    """One figure of this run that moved (or held) against its baseline."""
+
+    measurement: Measurement
+    comparison: Comparison
+    note: str  # why the baseline is not the stored figure itself ("" when it is)
+
+
+@dataclass
+class RegressionFindings:
+    """What `--compare` found, for clusterbench.judge.regression to turn into checks."""
+
+    compare_text: str
+    rule: RegressionRule
+    not_compared: str | None = None  # why nothing was compared (no stored run yet, too few)
+    label: str = ""  # the baseline, in words
+    changes: list[FigureChange] = field(default_factory=list)  # regressions, changes within noise, improvements
+    tally: dict[Change, int] = field(default_factory=dict)  # figures by kind of change, too little history included
+    unknown_noise: int = 0  # figures compared against a spread not yet known
+    rebased: int = 0  # figures compared with the recent runs' median instead of the stored run's
+
+
 @dataclass
 class HistoryComparison:
-    checks: list[Check]
+    regression: RegressionFindings | None  # None when no comparison was asked for (trends only)
     trends: list[Trend]
 
 
@@ -160,17 +181,16 @@ def compare_run(
     key: RunKey,
     spec: CompareSpec | None,
     rule: RegressionRule,
-    regression_verdict: Verdict,
     key_metrics: set[str],
 ) -> HistoryComparison:
-    """Regression checks (when `spec` is given) and trends of the key metrics, from the store."""
+    """What changed against the baseline (when `spec` is given) and trends of the key metrics, from the store."""
     recent = _recent_runs(store, key, spec)
     ids, current_ids = _series_ids(store, measurements)
-    checks = []
+    regression = None
     if spec is not None:
         baseline = _baseline(store, spec, recent, measurements, current_ids, rule)
-        checks = _regression_checks(measurements, baseline, key, spec, rule, regression_verdict)
-    return HistoryComparison(checks, _trends(store, measurements, ids, recent, key_metrics))
+        regression = _regression_findings(measurements, baseline, key, spec, rule)
+    return HistoryComparison(regression, _trends(store, measurements, ids, recent, key_metrics))
 
 
 def _baseline_label(baseline: list[StoredRun], spec: CompareSpec, key: RunKey) -> str:
@@ -222,101 +242,31 @@ def baseline_for(store: HistoryStore, measurements: list[Measurement], key: RunK
     return _baseline(store, spec, _recent_runs(store, key, spec), measurements, current_ids, rule)
 
 
-def _regression_checks(
+def _regression_findings(
     measurements: list[Measurement], baseline: Baseline, key: RunKey, spec: CompareSpec, rule: RegressionRule,
-    regression_verdict: Verdict,
-) -> list[Check]:
+) -> RegressionFindings:
     mode = "quick" if key.quick else "full"
     if not baseline.runs:
-        return [_summary(Verdict.NOT_MEASURED, spec, f"not compared: no stored run of cluster '{key.cluster}' on hardware "
-                         f"{key.fingerprint} ({mode} mode) yet; this run will be the first")]
+        return RegressionFindings(spec.text, rule, f"no stored run of cluster '{key.cluster}' on hardware "
+                                  f"{key.fingerprint} ({mode} mode) yet; this run will be the first")
     if not spec.single_run and len(baseline.runs) < rule.min_runs:
-        return [_summary(Verdict.NOT_MEASURED, spec, f"not compared: only {len(baseline.runs)} stored run(s) of cluster "
-                         f"'{key.cluster}' on hardware {key.fingerprint} ({mode} mode); {spec.text} needs at least "
-                         f"{rule.min_runs} to tell a regression from noise (profile setting regression_min_runs)")]
-    label = _baseline_label(baseline.runs, spec, key)
-    checks: list[Check] = []
-    tally = {change: 0 for change in Change}
-    unknown_noise = rebased = 0
+        return RegressionFindings(spec.text, rule, f"only {len(baseline.runs)} stored run(s) of cluster "
+                                  f"'{key.cluster}' on hardware {key.fingerprint} ({mode} mode); {spec.text} needs at "
+                                  f"least {rule.min_runs} to tell a regression from noise (profile setting "
+                                  "regression_min_runs)")
+    findings = RegressionFindings(spec.text, rule, label=_baseline_label(baseline.runs, spec, key),
+                                  tally={change: 0 for change in Change})
     for column, (measurement, comparison) in enumerate(figure_comparisons(measurements, baseline, spec, rule, all_columns=True)):
         if comparison is None:
             continue
-        tally[comparison.change] += 1
+        findings.tally[comparison.change] += 1
         if comparison.change is not Change.TOO_LITTLE_HISTORY and not comparison.noise_known:
-            unknown_noise += 1
-        rebased += bool(baseline.rebased[column])
+            findings.unknown_noise += 1
+        findings.rebased += bool(baseline.rebased[column])
         if comparison.change in (Change.REGRESSION, Change.WITHIN_NOISE, Change.IMPROVEMENT):
             note = _rebased_note(baseline, column, measurement.unit) if baseline.rebased[column] else ""
-            checks.append(_change_check(measurement, comparison, rule, regression_verdict, label + note))
-    compared = sum(tally.values()) - tally[Change.TOO_LITTLE_HISTORY]
-    parts = [f"{tally[c]} {c.value}" for c in Change if tally[c]]
-    verdict = Verdict.PASS if compared else Verdict.NOT_MEASURED
-    message = f"{compared} figure(s) compared with the {label}: {', '.join(parts) or 'nothing to compare'}"
-    if unknown_noise:
-        message += (f"; noise unknown for {unknown_noise} figure(s): fewer than {rule.min_runs} stored runs show them, "
-                    f"so only changes beyond {rule.unknown_noise_floor:.0%} are judged, and as WARN, never FAIL")
-    if rebased:
-        message += (f"; {rebased} figure(s) of the stored run lay far off the recent runs, so they were compared "
-                    f"with the recent runs' median instead")
-    if tally[Change.TOO_LITTLE_HISTORY]:
-        message += f" (too little history: fewer than {rule.min_runs} stored figures, or none, for the same params)"
-    return [_summary(verdict, spec, message), *checks]
-
-
-def _summary(verdict: Verdict, spec: CompareSpec, message: str) -> Check:
-    return Check(
-        metric=SUMMARY_METRIC, params={"compare": spec.text}, verdict=verdict, observed=None, target=None, unit="",
-        provenance=Provenance.HISTORY.value, source="the run history (--history)", message=message, blocking=False,
-    )
-
-
-def threshold_basis(comparison: Comparison, unit: str, family: str, rule: RegressionRule,
-                    better: Better = Better.HIGHER) -> str:
-    """How the threshold was set, in words, with its figures: every verdict states its own rule."""
-    threshold = comparison.threshold or 0.0
-    floor = f"the {family} floor" if comparison.floor > rule.min_effect else "the minimum effect"
-    if not comparison.noise_known:
-        return (f"noise unknown: {comparison.spread_runs} stored run(s) show this figure, {rule.min_runs} are needed "
-                f"to know its run-to-run spread; judging only changes beyond {threshold:.0%}, as a WARN, not a FAIL")
-    k = widened_k(rule.noise_k, comparison.spread_runs)
-    spread = (f"{k:.2g} deviations of the difference = {format_value(comparison.noise_band or 0.0, unit)} "
-              f"({rule.noise_k:g} widened to Student's t for a spread of {format_value(comparison.noise or 0.0, unit)} "
-              f"seen over {comparison.spread_runs} stored runs{_left_out(comparison.left_out)})")
-    blind = ("; this figure moves so much from run to run that no drop can show through it"
-             if better is Better.HIGHER and threshold >= 1.0 else "")
-    return f"threshold {threshold:.1%}: the larger of {floor} {comparison.floor:.0%} and {spread}{blind}"
-
-
-def _left_out(count: int) -> str:
-    return f", {count} far-off run(s) left out" if count else ""
-
-
-def _change_check(
-    measurement: Measurement, comparison: Comparison, rule: RegressionRule, regression_verdict: Verdict, label: str,
-) -> Check:
-    unit = measurement.unit
-    spec = METRICS[measurement.metric]
-    better = spec.better
-    direction = ("slower" if better is Better.HIGHER else "higher") if (comparison.worse_by or 0) > 0 else (
-        "faster" if better is Better.HIGHER else "lower")
-    basis = threshold_basis(comparison, unit, spec.family, rule, better)
-    figures = f"{format_value(comparison.current, unit)} now vs {format_value(comparison.baseline, unit)}"
-    size = f"{abs(comparison.worse_by or 0):.1%} {direction}"
-    if comparison.change is Change.REGRESSION:
-        # Beyond the floor but against a spread nobody has seen yet: said, never failed on.
-        verdict = regression_verdict if comparison.noise_known else Verdict.WARN
-        message = f"regression: {figures}, {size}: {basis}"
-    elif comparison.change is Change.WITHIN_NOISE:
-        verdict = Verdict.PASS
-        message = f"{figures}, {size}, within the threshold: not flagged ({basis})"
-    else:
-        verdict = Verdict.PASS
-        message = f"improvement: {figures}, {size}: {basis}"
-    return Check(
-        metric=measurement.metric, params=dict(measurement.params), verdict=verdict, observed=comparison.current,
-        target=comparison.baseline, unit=unit, provenance=Provenance.HISTORY.value, source=label, message=message,
-        better=better, location=measurement.location,
-    )
+            findings.changes.append(FigureChange(measurement, comparison, note))
+    return findings
 
 
 def _trend_groups(measurements: list[Measurement], key_metrics: set[str]) -> dict[tuple[str, str], list[Measurement]]:

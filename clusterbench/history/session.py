@@ -1,6 +1,9 @@
 """The history in an acceptance run: options, the early check, regression checks, trends, storing
 the run and calibrating from it. Everything here runs on rank 0 only.
 
+`HistorySession` is the run's history plugin: it returns its checks, trends and notes and never
+writes into the run; the run puts them where they belong.
+
 Order within a run:
 1. at collection: the options are checked and the history file is opened once, so that a file that
    is not a history, is newer than this toolkit or names an unknown run fails before any measuring;
@@ -13,9 +16,9 @@ A run that crashes before step 3 leaves the history exactly as it was.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from clusterbench.errors import ClusterbenchError
 from clusterbench.history.calibrate import (
@@ -25,7 +28,6 @@ from clusterbench.history.calibrate import (
 )
 from clusterbench.history.compare import (
     KEY_METRICS,
-    SUMMARY_METRIC,
     CompareSpec,
     HistoryComparison,
     RunKey,
@@ -41,13 +43,11 @@ from clusterbench.history.store import (
     HistoryStore,
     file_size,
 )
-from clusterbench.model import Check, Provenance, Verdict
+from clusterbench.judge import judge_regressions, not_compared
+from clusterbench.model import Check, Verdict
 from clusterbench.profile import Profile
+from clusterbench.results import RunResults, Trend
 
-if TYPE_CHECKING:
-    from clusterbench.acceptance import AcceptanceRun
-
-REGRESSION_ITEM_NAME = "clusterbench-regressions"
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,8 @@ def regression_rule(profile: Profile) -> tuple[RegressionRule, Verdict]:
     return rule, Verdict.WARN if settings.regression_verdict == "warn" else Verdict.FAIL
 
 
-def run_key(run: AcceptanceRun) -> RunKey:
-    info = run.results.run
+def run_key(results: RunResults) -> RunKey:
+    info = results.run
     return RunKey(info.cluster, run_fingerprint(asdict(info))[0], info.quick)
 
 
@@ -112,73 +112,93 @@ def key_metrics(profile: Profile) -> set[str]:
     return set(KEY_METRICS) | {e.metric for e in profile.expectations}
 
 
-def _compare(run: AcceptanceRun, spec: CompareSpec | None) -> HistoryComparison:
-    rule, verdict = regression_rule(run.profile)
-    with HistoryStore.open(run.history.path) as store:
-        return compare_run(store, run.results.measurements, run_key(run), spec, rule, verdict, key_metrics(run.profile))
+@dataclass
+class HistoryOutcome:
+    """What storing and calibrating did: lines for the summary, and the failure that makes the
+    session exit non-zero (results.json has everything either way)."""
+
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
 
 
-def regression_checks(run: AcceptanceRun) -> list[Check]:
-    """The regressions item's checks; a history that cannot be read fails it (the comparison was
-    asked for and not made)."""
-    try:
-        comparison = _compare(run, run.history.compare)
-    except HistoryError as exc:
-        return [Check(
-            metric=SUMMARY_METRIC, params={"compare": run.history.compare.text}, verdict=Verdict.NOT_MEASURED,
-            observed=None, target=None, unit="", provenance=Provenance.HISTORY.value,
-            source="the run history (--history)", message=f"not compared: {exc}", blocking=True,
-        )]
-    run.results.trends = comparison.trends
-    return comparison.checks
+@dataclass
+class HistorySession:
+    options: HistoryOptions
+    profile: Profile
+    trends: list[Trend] = field(default_factory=list)  # from the regression comparison, if it ran
 
+    @property
+    def compares(self) -> bool:
+        return self.options.compare is not None
 
-def add_trends(run: AcceptanceRun) -> None:
-    """Trends without a comparison (--history alone), or after an interrupted one."""
-    if run.history.path is None or run.results.trends:
-        return
-    try:
-        run.results.trends = _compare(run, None).trends
-    except HistoryError as exc:
-        run.history_notes.append(f"no trends: {exc}")
+    def _compare(self, results: RunResults, spec: CompareSpec | None) -> HistoryComparison:
+        assert self.options.path is not None
+        rule, _ = regression_rule(self.profile)
+        with HistoryStore.open(self.options.path) as store:
+            return compare_run(store, results.measurements, run_key(results), spec, rule, key_metrics(self.profile))
 
+    def regression_checks(self, results: RunResults) -> list[Check]:
+        """The regressions item's checks (its trends are kept for the end); a history that cannot
+        be read fails it: the comparison was asked for and not made."""
+        assert self.options.compare is not None
+        try:
+            comparison = self._compare(results, self.options.compare)
+        except HistoryError as exc:
+            return [not_compared(self.options.compare.text, str(exc))]
+        self.trends = comparison.trends
+        return judge_regressions(comparison.regression, regression_rule(self.profile)[1])
 
-def store_and_calibrate(run: AcceptanceRun) -> None:
-    """After results.json: store the run, then write the calibrated profile. A failure is kept as
-    one line in `run.history_error` (the session then exits non-zero); results.json has it all."""
-    results = run.results.to_json()
-    info = run.results.run
-    if run.history.path is not None:
-        path = run.history.path
+    def final_trends(self, results: RunResults) -> tuple[list[Trend], list[str]]:
+        """The trends for the reports: the comparison's, or made now (--history alone, or after an
+        interrupted comparison); and a note when they cannot be."""
+        if self.options.path is None or self.trends:
+            return self.trends, []
+        try:
+            return self._compare(results, None).trends, []
+        except HistoryError as exc:
+            return [], [f"no trends: {exc}"]
+
+    def store_and_calibrate(self, results: RunResults, report_dir: Path, storage_targets: tuple[str, ...]) -> HistoryOutcome:
+        """After results.json: store the run, then write the calibrated profile."""
+        outcome = HistoryOutcome()
+        data = results.to_json()
+        if self.options.path is not None:
+            self._store(data, results.run.run_id, report_dir, outcome)
+        if self.options.calibrate is not None:
+            self._calibrate(results, data, storage_targets, outcome)
+        return outcome
+
+    def _store(self, data: dict[str, Any], run_id: str, report_dir: Path, outcome: HistoryOutcome) -> None:
+        path = self.options.path
+        assert path is not None
         before = file_size(path) if path.exists() else 0
         try:
-            with HistoryStore.open(path, busy_timeout_s=run.history.busy_timeout_s) as store:
-                store.record(results, info.run_id)
-            grown = file_size(path) - before
-            run.history_notes.append(f"stored run {info.run_id} in {path} (+{grown / 1e3:.1f} kB)")
+            with HistoryStore.open(path, busy_timeout_s=self.options.busy_timeout_s) as store:
+                store.record(data, run_id)
+            outcome.notes.append(f"stored run {run_id} in {path} (+{(file_size(path) - before) / 1e3:.1f} kB)")
         except HistoryReadOnly as exc:
-            run.history_notes.append(f"{exc}: this run was compared but not stored; store it later with "
-                                     f"`clusterbench history add {path} {run.report_dir / 'results.json'}`")
+            outcome.notes.append(f"{exc}: this run was compared but not stored; store it later with "
+                                 f"`clusterbench history add {path} {report_dir / 'results.json'}`")
         except HistoryError as exc:
-            run.history_error = f"{exc}; the run is kept in {run.report_dir / 'results.json'} (`clusterbench history add` stores it)"
-    if run.history.calibrate is not None:
-        _calibrate(run, results)
+            outcome.error = (f"{exc}; the run is kept in {report_dir / 'results.json'} "
+                             "(`clusterbench history add` stores it)")
 
-
-def _calibrate(run: AcceptanceRun, results: dict[str, Any]) -> None:
-    target = run.history.calibrate
-    if results["verdict"] == Verdict.FAIL.value:
-        run.history_error = f"--calibrate {target}: not written: the run failed; calibrate on a run of a known-good cluster"
-        return
-    info = run.results.run
-    try:
-        count = write_calibrated_profile(
-            target, run.profile, run.results.measurements, run_id=info.run_id, date=info.started_at[:10],
-            fingerprint=run_key(run).fingerprint, margin=run.history.calibrate_margin,
-            storage_targets=run.storage_targets,
-        )
-    except (CalibrationError, ClusterbenchError) as exc:
-        run.history_error = f"--calibrate: {exc}"
-        return
-    run.history_notes.append(f"wrote calibrated profile {target} ({count} expectations, margin "
-                             f"{run.history.calibrate_margin:.0%}; use it with --cluster={target})")
+    def _calibrate(self, results: RunResults, data: dict[str, Any], storage_targets: tuple[str, ...],
+                   outcome: HistoryOutcome) -> None:
+        target = self.options.calibrate
+        assert target is not None
+        if data["verdict"] == Verdict.FAIL.value:
+            outcome.error = f"--calibrate {target}: not written: the run failed; calibrate on a run of a known-good cluster"
+            return
+        info = results.run
+        try:
+            count = write_calibrated_profile(
+                target, self.profile, results.measurements, run_id=info.run_id, date=info.started_at[:10],
+                fingerprint=run_key(results).fingerprint, margin=self.options.calibrate_margin,
+                storage_targets=storage_targets,
+            )
+        except (CalibrationError, ClusterbenchError) as exc:
+            outcome.error = f"--calibrate: {exc}"
+            return
+        outcome.notes.append(f"wrote calibrated profile {target} ({count} expectations, margin "
+                             f"{self.options.calibrate_margin:.0%}; use it with --cluster={target})")

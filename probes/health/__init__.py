@@ -4,16 +4,14 @@
     mine = inventory.gpu.select({"cuda:0": uuid})     # the GPUs this process drives, paired by UUID
     with ThrottleSampler(devices={"cuda:0": uuid}) as sampler:   # around a load such as the GEMM probe
         run_gemm()
-    findings = health_findings(mine, host, sampler.report)
     figures = gpu_measurements(mine, host, rank, sampler.report)
-    golden = check_golden(inventory.to_json(), profile_section) + find_outliers(all_nodes_json)
 
-Probes only: nothing here knows about pytest, profiles as files, or verdicts.
+Probes only: nothing here knows about pytest, profiles as files, or verdicts. What in these figures
+is a fault (the DCGM-style rules, the [golden] values, the majority of the nodes) is the judge's to
+say: clusterbench.judge.health_rules and clusterbench.judge.golden.
 """
 
 from clusterbench.probes.health.clock_events import BENIGN, THROTTLING, decode
-from clusterbench.probes.health.findings import HealthFinding, health_findings, lost_gpu_findings
-from clusterbench.probes.health.golden import GOLDEN_KEYS, check_golden, find_outliers
 from clusterbench.probes.health.host_inventory import HostInventory, read_host_inventory
 from clusterbench.probes.health.gpu_pairing import NvmlGpuId, Pairing, pair_devices, same_uuid_key
 from clusterbench.probes.health.measurements import HealthMeasurements, Unmeasured, gpu_count, gpu_measurements
@@ -32,9 +30,7 @@ from clusterbench.probes.health.throttle import GpuLoad, LoadReport, LoadSample,
 
 __all__ = [
     "BENIGN", "THROTTLING", "decode",
-    "HealthFinding", "health_findings", "lost_gpu_findings",
     "NvmlGpuId", "Pairing", "pair_devices", "same_uuid_key",
-    "GOLDEN_KEYS", "check_golden", "find_outliers",
     "HostInventory", "read_host_inventory",
     "HealthMeasurements", "Unmeasured", "gpu_count", "gpu_measurements",
     "NodeInventory", "read_node_inventory",

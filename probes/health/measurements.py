@@ -19,6 +19,20 @@ from clusterbench.model import Location, Measurement, NotMeasured
 from clusterbench.probes.health.clock_events import throttling
 from clusterbench.probes.health.nvml_reader import GpuInventory, GpuRecord
 from clusterbench.probes.health.throttle import GpuLoad, LoadReport
+from clusterbench.registry import declare_probe, metric
+
+PROBE = declare_probe("gpu_health", per="device", module=__name__, metrics=[
+    metric("gpu.count", "count", "higher", "health", "GPUs visible on the node", per="node"),
+    metric("gpu.ecc_uncorrected", "count", "lower", "health", "uncorrected ECC errors (volatile)"),
+    metric("gpu.ecc_corrected", "count", "lower", "health", "corrected ECC errors (volatile)"),
+    metric("gpu.retired_pages", "count", "lower", "health", "retired pages or remapped rows"),
+    metric("gpu.pcie_gen", "gen", "higher", "health", "current PCIe link generation"),
+    metric("gpu.pcie_width", "lanes", "higher", "health", "current PCIe link width"),
+    metric("gpu.nvlink_up", "count", "higher", "health", "NVLink links up"),
+    metric("gpu.throttle_reasons", "count", "lower", "health", "active power/thermal clock-event reasons under load"),
+    metric("gpu.temperature_c", "C", "lower", "health", "GPU temperature"),
+    metric("gpu.power_w", "W", "lower", "health", "GPU power draw"),
+])
 
 PER_GPU_METRICS = (
     "gpu.ecc_uncorrected",

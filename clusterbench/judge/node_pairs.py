@@ -1,7 +1,7 @@
 """The pairwise node test: which node (or which link) is slow, without blaming its partner.
 
-First pass: nodes are paired off and each pair's send/recv bandwidth measured. A pair well below the
-median of all pairs is suspect, but either end (or the path between them) may be at fault. Second
+First pass: nodes are paired off and each pair's send/recv bandwidth measured. A pair that the
+judge's peer-outlier rule (clusterbench.judge.peers) names among all pairs is suspect, but either end (or the path between them) may be at fault. Second
 pass: each node of a suspect pair is re-paired with nodes from good pairs. A node that is slow
 again is to blame; a node that is fast with a good partner is cleared; when both ends are cleared
 the link between them is named. This is the cluster-health-scanner's second pass, in plain data.
@@ -9,8 +9,10 @@ the link between them is named. This is the cluster-health-scanner's second pass
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
+
+from clusterbench.judge.peers import PeerYardstick
+from clusterbench.model import Better
 
 Pair = tuple[str, str]
 
@@ -41,11 +43,17 @@ def first_pass_pairs(nodes: list[str]) -> list[Pair]:
 
 
 def slow_pairs(results: list[PairResult], tolerance: float) -> list[PairResult]:
-    """Pairs more than `tolerance` below the median of all first-pass pairs."""
-    if len(results) < 2:
-        return []  # one pair has no peers to be slow against
-    median = statistics.median(r.busbw_gbps for r in results)
-    return [r for r in results if r.busbw_gbps < median * (1 - tolerance)]
+    """The first-pass pairs the peer-outlier rule names among all first-pass pairs."""
+    yardstick = _yardstick(results, tolerance)
+    if yardstick is None:
+        return []  # too few pairs to tell which is slow
+    return [r for r in results if yardstick.standing(r.busbw_gbps).outlier]
+
+
+def _yardstick(first: list[PairResult], tolerance: float) -> PeerYardstick | None:
+    # Two first-pass pairs are enough (three nodes): a slow pair is only a suspect here, and the
+    # second pass, each end re-paired with a node of a good pair, decides which end is slow.
+    return PeerYardstick.of([r.busbw_gbps for r in first], tolerance, Better.HIGHER, min_locations=2)
 
 
 def second_pass_pairs(first: list[PairResult], tolerance: float) -> list[Pair]:
@@ -61,10 +69,15 @@ def second_pass_pairs(first: list[PairResult], tolerance: float) -> list[Pair]:
 
 def blame(first: list[PairResult], second: list[PairResult], tolerance: float) -> list[Blame]:
     """Name the slow nodes and links from both passes."""
-    if len(first) < 2:
+    yardstick = _yardstick(first, tolerance)
+    if yardstick is None:
         return []
-    median = statistics.median(r.busbw_gbps for r in first)
+    median = yardstick.median
     floor = median * (1 - tolerance)
+
+    def is_slow(busbw_gbps: float) -> bool:  # a re-paired node, placed among the first-pass pairs
+        return yardstick.standing(busbw_gbps).outlier
+
     slow = slow_pairs(first, tolerance)
     retest = {r.pair[0]: r for r in second}  # the suspect is always first in a second-pass pair
     blames: list[Blame] = []
@@ -74,7 +87,7 @@ def blame(first: list[PairResult], second: list[PairResult], tolerance: float) -
         verdicts = {}
         for node in (a, b):
             again = retest.get(node)
-            verdicts[node] = None if again is None else again.busbw_gbps < floor
+            verdicts[node] = None if again is None else is_slow(again.busbw_gbps)
         if all(v is None for v in verdicts.values()):
             blames.append(Blame(f"{a}<->{b}", True, True,
                                 f"pair {a}<->{b} at {result.busbw_gbps:.3g} GB/s is below {floor:.3g} GB/s "
@@ -90,12 +103,12 @@ def blame(first: list[PairResult], second: list[PairResult], tolerance: float) -
         if again is None:
             continue
         partner = again.pair[1]
-        is_slow = again.busbw_gbps < floor
+        slow_again = is_slow(again.busbw_gbps)
         message = (
             f"node {node} is slow: {again.busbw_gbps:.3g} GB/s again with good partner {partner}, below "
             f"{floor:.3g} GB/s ({tolerance:.0%} under the median {median:.3g} of all pairs)"
-            if is_slow
+            if slow_again
             else f"node {node} cleared: {again.busbw_gbps:.3g} GB/s with good partner {partner}"
         )
-        blames.append(Blame(node, False, is_slow, message))
+        blames.append(Blame(node, False, slow_again, message))
     return blames

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from clusterbench.probes.health.findings import HealthFinding, Severity, gpu_label
+from clusterbench.judge.health_rules import HealthFinding, Severity, gpu_label
 
 # Reported GPU memory is what the driver leaves usable (an "80GB" H100 reports 79.6 GiB, ECC
 # reservations take more on some GPUs); a GPU of another size class differs by far more than this.

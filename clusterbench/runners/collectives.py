@@ -2,25 +2,26 @@
 
 Under a launcher (torchrun, srun, mpirun) every rank of the job sweeps together over the world's
 process group. Under plain pytest on one host, the sweep starts its own local ranks (one per GPU;
-on a CPU the profile's `local_ranks`) through torch's multiprocessing, with the profile's deadline.
-Either way each op is swept once per run and the figures are reused by every test that needs them;
-a sweep that failed is not retried either (clusterbench.measured_once): its failure is raised again.
+on a CPU the profile's `local_ranks`) through torch's multiprocessing, with the profile's deadline
+(WorldRunner.on_every_rank). Either way each op is swept once per run and the figures are reused by
+every test that needs them; a sweep that failed is not retried either: its failure is raised again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from dataclasses import dataclass, replace
 
-from clusterbench.measured_once import MeasuredOnce, MeasuredOnceByKey
 from clusterbench.model import Location, Measurement, NotMeasured
-from clusterbench.pairwise import Blame, Pair, PairResult, blame, first_pass_pairs, second_pass_pairs
-from clusterbench.probes.collectives import COLLECTIVES, CollectiveSweep, size_sweep, sweep_collective
+from clusterbench.judge.node_pairs import Blame, Pair, PairResult, blame, first_pass_pairs, second_pass_pairs
+from clusterbench.probes.collective_ops import COLLECTIVES
+from clusterbench.probes.collectives import CollectiveSweep, size_sweep, sweep_collective
+from clusterbench.runners.devices import rank_device
+from clusterbench.runners.groups import node_leaders, scaling_groups, subgroup
+from clusterbench.runners.runner import WorldRunner
 
 MiB = 1 << 20
 PAIRWISE_METRIC = "pairwise.busbw_gbps"
 SCALING_METRIC = "scaling.allreduce_busbw_gbps"
-SWEEP_DEADLINES = 3
 
 
 @dataclass(frozen=True)
@@ -56,16 +57,14 @@ def _step_callback(op: str, inplace: bool):
 
 
 def _sweep_all_modes(op: str, plan: SweepPlan, location: Location, backend: str) -> list[CollectiveSweep]:
-    import torch
     import torch.distributed as dist
 
-    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
     return [
         sweep_collective(
             op,
             sizes=plan.sizes,
             dtype=plan.dtype,
-            device=device,
+            device=rank_device(backend),
             location=location,
             inplace=inplace,
             warmup=plan.warmup,
@@ -80,46 +79,14 @@ def _sweep_all_modes(op: str, plan: SweepPlan, location: Location, backend: str)
     ]
 
 
-def _local_rank_worker(rank: int, world_size: int, op: str, plan: SweepPlan, location: Location, backend: str):
-    # run_local_ranks has set this rank's CUDA device (NCCL) before calling it.
-    return _sweep_all_modes(op, plan, location, backend)
-
-
-@dataclass(frozen=True)
-class ScalingGroup:
-    """A group of ranks the all_reduce is swept on, to show how busbw changes with scale."""
-
-    ranks: tuple[int, ...]
-    span: str  # "intra-node" when every member shares a host, else "inter-node"
-
-
-def scaling_groups(hosts: dict[int, str]) -> list[ScalingGroup]:
-    """Groups of 2, 4, 8, ... ranks up to the world; then one node's ranks alone, and one rank per
-    node alone, so intra-node and inter-node bandwidth are shown apart."""
-    world = sorted(hosts)
-    sizes = [2 ** i for i in range(1, len(world).bit_length()) if 2 ** i < len(world)] + [len(world)]
-    candidates = [tuple(world[:k]) for k in sizes if k >= 2]
-    candidates.append(tuple(r for r in world if hosts[r] == hosts[world[0]]))
-    candidates.append(tuple({hosts[r]: r for r in reversed(world)}[h] for h in dict.fromkeys(hosts[r] for r in world)))
-    groups: list[ScalingGroup] = []
-    for ranks in candidates:
-        if len(ranks) >= 2 and ranks not in [g.ranks for g in groups]:
-            span = "intra-node" if len({hosts[r] for r in ranks}) == 1 else "inter-node"
-            groups.append(ScalingGroup(tuple(ranks), span))
-    return groups
-
-
 def _sweep_scaling(plan: SweepPlan, hosts: dict[int, str], location: Location, backend: str) -> list[Measurement]:
     """all_reduce at the plan's largest size on every scaling group; members only, others wait."""
-    import torch
     import torch.distributed as dist
 
-    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+    device = rank_device(backend)
     measurements: list[Measurement] = []
     for group in scaling_groups(hosts):
-        # every rank creates every group, in order; with the plan's deadline, since torch's default
-        # (30 minutes for Gloo) would hang the survivors of a dead rank for that long
-        process_group = dist.new_group(list(group.ranks), timeout=timedelta(seconds=plan.timeout_s))
+        process_group = subgroup(group.ranks, plan.timeout_s)  # every rank makes every group, in order
         if dist.get_rank() not in group.ranks:
             continue
         sweep = sweep_collective(
@@ -134,21 +101,16 @@ def _sweep_scaling(plan: SweepPlan, hosts: dict[int, str], location: Location, b
     return measurements
 
 
-def _local_scaling_worker(rank: int, world_size: int, plan: SweepPlan, host: str, location: Location, backend: str):
-    return _sweep_scaling(plan, {r: host for r in range(world_size)}, location, backend)
-
-
 def _measure_pairs(pairs: list[Pair], leaders: dict[str, int], round_: int, plan: SweepPlan, backend: str,
                    location: Location) -> tuple[list[PairResult], list[Measurement]]:
     """send/recv between the leader ranks of each pair, one pair at a time; every rank learns all."""
-    import torch
     import torch.distributed as dist
 
-    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+    device = rank_device(backend)
     local: list[Measurement] = []
     for a, b in pairs:
         members = [leaders[a], leaders[b]]
-        process_group = dist.new_group(members, timeout=timedelta(seconds=plan.timeout_s))  # by every rank, in order
+        process_group = subgroup(members, plan.timeout_s)  # by every rank, in order
         if dist.get_rank() not in members:
             continue
         where = Location(host=a, rank=leaders[a], device=f"link {a}<->{b}")
@@ -171,74 +133,43 @@ def _measure_pairs(pairs: list[Pair], leaders: dict[str, int], round_: int, plan
 
 
 @dataclass
-class CollectiveRuns:
+class CollectiveRuns(WorldRunner):
     """The sweeps of one acceptance run, by op, measured on first use; a failure is remembered too, so
     the next test that needs the same figures fails at once instead of waiting out the deadline again."""
 
-    distributed: bool  # True under a launcher: the world's process group is already up
-    backend: str
-    ranks: int
     plan: SweepPlan
-    location: Location
-    hosts: dict[int, str]  # rank -> host, for the intra/inter-node split
-    _sweeps: MeasuredOnceByKey[str, list[CollectiveSweep]] = field(default_factory=MeasuredOnceByKey)
-    _scaling: MeasuredOnce[list[Measurement]] = field(default_factory=MeasuredOnce)
-    _pairwise: MeasuredOnceByKey[float, tuple[list[Measurement], list[Blame]]] = field(
-        default_factory=MeasuredOnceByKey)
 
     def sweeps(self, op: str) -> list[CollectiveSweep]:
         """Every mode of `op` swept over the plan's sizes (measured by the first caller)."""
-        return self._sweeps.get(op, lambda: self._measure(op))
+        return self.measured_once(("sweeps", op), lambda: self._measure(op))
 
     def _measure(self, op: str) -> list[CollectiveSweep]:
         if self.ranks < 2:
             raise NotMeasured(f"{op} needs at least 2 ranks; this run has {self.ranks}")
-        if self.distributed:
-            return _sweep_all_modes(op, self.plan, self.location, self.backend)
-        from clusterbench.probes.local_ranks import run_local_ranks
-
-        results = run_local_ranks(
-            _local_rank_worker,
-            self.ranks,
-            args=(op, self.plan, self.location, self.backend),
-            backend=self.backend,
-            # Each collective must finish within the deadline; the whole sweep gets a few of them.
-            timeout=SWEEP_DEADLINES * self.plan.timeout_s,
-            collective_timeout=self.plan.timeout_s,
-        )
-        return results[0]
+        return self.on_every_rank(_sweep_all_modes, op, self.plan, self.location, self.backend,
+                                  deadline_s=self.plan.timeout_s)
 
     def scaling(self) -> list[Measurement]:
         """all_reduce busbw of each scaling group. Every group includes rank 0 (scaling_groups builds
         them so), hence rank 0 holds all the figures and reports them."""
-        return self._scaling.get(self._measure_scaling)
+        return self.measured_once("scaling", self._measure_scaling)
 
     def _measure_scaling(self) -> list[Measurement]:
         if self.ranks < 2:
             raise NotMeasured(f"scaling needs at least 2 ranks; this run has {self.ranks}")
-        if self.distributed:
-            return _sweep_scaling(self.plan, self.hosts, self.location, self.backend)
-        from clusterbench.probes.local_ranks import run_local_ranks
-
-        results = run_local_ranks(
-            _local_scaling_worker,
-            self.ranks,
-            args=(self.plan, self.location.host, self.location, self.backend),
-            backend=self.backend,
-            timeout=SWEEP_DEADLINES * self.plan.timeout_s,
-            collective_timeout=self.plan.timeout_s,
-        )
-        return results[0]
+        return self.on_every_rank(_sweep_scaling, self.plan, self.rank_hosts, self.location, self.backend,
+                                  deadline_s=self.plan.timeout_s)
 
     def pairwise(self, tolerance: float) -> tuple[list[Measurement], list[Blame]]:
         """The pairwise node test over the launcher's nodes (one leader rank per node)."""
-        return self._pairwise.get(tolerance, lambda: self._measure_pairwise(tolerance))
+        return self.measured_once(("pairwise", tolerance), lambda: self._measure_pairwise(tolerance))
 
     def _measure_pairwise(self, tolerance: float) -> tuple[list[Measurement], list[Blame]]:
-        nodes = list(dict.fromkeys(self.hosts[r] for r in sorted(self.hosts)))
+        leaders = node_leaders(self.hosts)
+        nodes = list(leaders)
         if not self.distributed or len(nodes) < 2:
-            raise NotMeasured(f"the pairwise node test needs ranks on at least 2 nodes; this run has {len(nodes)} ({', '.join(nodes)})")
-        leaders = {host: min(r for r in self.hosts if self.hosts[r] == host) for host in nodes}
+            raise NotMeasured(f"the pairwise node test needs ranks on at least 2 nodes; this run has {len(nodes)} "
+                              f"({', '.join(nodes)})")
         first, measured = _measure_pairs(first_pass_pairs(nodes), leaders, 1, self.plan, self.backend, self.location)
         second, remeasured = _measure_pairs(second_pass_pairs(first, tolerance), leaders, 2, self.plan, self.backend,
                                             self.location)

@@ -51,6 +51,7 @@ import torch.multiprocessing
 
 from clusterbench import progress
 from clusterbench.model import NotMeasured
+from clusterbench.runners.devices import bind_gpu, local_gpu
 
 # After the first failure, how long the other ranks get to report theirs before they are stopped.
 FAILURE_GRACE_S = 3.0
@@ -85,11 +86,6 @@ def free_port() -> int:
 def _describe(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
-def rank_gpu(rank: int) -> int:
-    """The CUDA device of local rank `rank`: one GPU a rank, wrapping if there are more ranks than GPUs."""
-    return rank % torch.cuda.device_count()
 
 
 def _holds_cuda_context(index: int) -> bool:
@@ -131,7 +127,7 @@ def _compute_modes(indices: Sequence[int], nvml: Any | None) -> dict[int, str]:
 def cuda_context_conflict(world_size: int, nvml: Any | None = None) -> str | None:
     """Why `world_size` local ranks could not each open a CUDA context on their GPU, or None when they can
     (or when NVML cannot tell: then a child's own error says it). `nvml` is for tests (a fake pynvml)."""
-    gpus = [rank_gpu(rank) for rank in range(world_size)]
+    gpus = [local_gpu(rank) for rank in range(world_size)]
     try:
         modes = _compute_modes(sorted(set(gpus)), nvml)
     except NotMeasured:
@@ -183,9 +179,7 @@ def _child(
     try:
         device_id = None
         if backend == "nccl":
-            # One GPU a rank; naming it at init also tells NCCL's barrier which device to use.
-            device_id = torch.device("cuda", rank_gpu(rank))
-            torch.cuda.set_device(device_id)
+            device_id = bind_gpu(rank)
         dist.init_process_group(backend, rank=rank, world_size=world_size, device_id=device_id,
                                 timeout=datetime.timedelta(seconds=collective_timeout_s))
         report = _Report(True, fn(rank, world_size, *args))

@@ -1,12 +1,9 @@
 """Stragglers: the devices, nodes and links that fall behind their peers on the same figure.
 
-The rule is robust, so that one bad device cannot hide itself by dragging the average: a location is
-a straggler when it is worse than the median of its peer group by more than the profile's
-`outlier_tolerance` (a fraction of the median, as the peers check of the judge uses) AND its modified
-z-score (0.6745 * |x - median| / MAD, Iglewicz and Hoaglin) exceeds Z_THRESHOLD (more in groups of
-thousands, see z_cut_off). The tolerance keeps
-a tight fleet from blaming noise (a MAD of zero makes any difference "significant"); the z-score
-keeps a naturally spread figure from blaming its slower half.
+The rule is the judge's one peer-outlier rule (clusterbench.judge.peers: worse than the group's
+median by more than the profile's `outlier_tolerance` AND by a robust z-score), so the stragglers a
+report lists are the locations the peers verdicts fail. This module finds the groups to ask it about:
+one figure per location, per device and per node, and the per-rank figures a job-level one keeps.
 
 It judges nothing: reports call it to list the stragglers first and to mark them in plots.
 """
@@ -17,17 +14,10 @@ import re
 import statistics
 from dataclasses import dataclass, field
 
-from clusterbench.judge import format_value
+from clusterbench.judge import format_value, peer_standings
 from clusterbench.metrics import METRICS
 from clusterbench.model import Better, Location, Measurement, ParamValue
 
-MIN_PEERS = 3  # below three there is no telling which one is the odd one out
-Z_THRESHOLD = 3.5  # Iglewicz and Hoaglin's cut-off for the modified z-score
-# Over thousands of locations, plain noise passes 3.5 sigma a few times (1 in 4,300 for a normal
-# spread): the cut-off rises with the group so that noise alone names a straggler in fewer than 1
-# group in 20 (the normal quantile of 1 - 0.05 / n; 4.4 at 8,192 devices).
-FALSE_ALARM_PER_GROUP = 0.05
-MAD_TO_SIGMA = 0.6745  # the modified z-score's scale: MAD of a normal distribution / its sigma
 DEVICE, NODE = "device", "node"
 # Figures a probe keeps per rank inside one job-level measurement: metric -> details key holding
 # {rank: value} (the training probe's each rank's own median step time).
@@ -157,33 +147,13 @@ def per_rank_measurements(measurements: list[Measurement]) -> list[Measurement]:
     return found
 
 
-def z_cut_off(locations: int) -> float:
-    """The robust z-score a straggler must exceed in a group of `locations`."""
-    return max(Z_THRESHOLD, statistics.NormalDist().inv_cdf(1 - FALSE_ALARM_PER_GROUP / locations))
-
-
 def _stragglers_of(group: PeerGroup, values: dict[tuple[str, str], float], level: str, tolerance: float) -> list[Straggler]:
-    if len(values) < MIN_PEERS:
-        return []
-    median = statistics.median(values.values())
-    if median == 0:
-        return []  # a fraction of zero is meaningless (error counts): the judge handles those
-    mad = statistics.median(abs(v - median) for v in values.values())
-    z_threshold = z_cut_off(len(values))
-    found = []
-    for (host, device), value in values.items():
-        worse_by = (median - value) if group.better is Better.HIGHER else (value - median)
-        shortfall = worse_by / abs(median)
-        if shortfall <= tolerance:
-            continue
-        robust_z = MAD_TO_SIGMA * worse_by / mad if mad > 0 else None
-        if robust_z is not None and robust_z <= z_threshold:
-            continue
-        found.append(
-            Straggler(group.metric, group.params, level, host, device, value, median, group.unit, group.better,
-                      shortfall, robust_z, len(values))
-        )
-    return found
+    standings = peer_standings(values, tolerance, group.better)
+    return [
+        Straggler(group.metric, group.params, level, host, device, standing.value, standing.median, group.unit,
+                  group.better, standing.shortfall, standing.robust_z, len(values))
+        for (host, device), standing in standings.items() if standing.outlier
+    ]
 
 
 def find_stragglers(measurements: list[Measurement], tolerance: float) -> list[Straggler]:

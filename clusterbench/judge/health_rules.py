@@ -1,6 +1,7 @@
 """Health findings: faults that fail a node whatever the profile says, each with what to do about it.
 
-These are DCGM-style rules (a fault class, a severity, a recovery action), applied to the NVML
+The probes (clusterbench.probes.health) read the NVML snapshot and the load report; these rules
+decide what in them is a fault. They are DCGM-style rules (a fault class, a severity, a recovery action), applied to the NVML
 snapshot and, for what only shows under load, to the throttle sampler's report:
 
 - a GPU lost, or one NVML cannot open                                  fail

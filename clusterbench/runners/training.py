@@ -1,43 +1,26 @@
 """Running the training probe of an acceptance run: weak scaling over the world, or over local ranks.
 
 The same per-rank batch trains at group sizes 1, 2, 4, ... up to the world, then on one node's ranks
-alone and on one rank per node alone (collective_runs.scaling_groups), so that intra-node and
-inter-node scaling show apart. Every group trains a fresh model from the same seed; ranks outside a
-group wait at a barrier. Under a launcher the groups are carved out of the world's process group;
-under plain pytest the run starts its own local ranks (one per GPU; on a CPU the profile's
-`local_ranks`). Either way the scaling run happens once per session and every training test reads
-its figures, which rank 0 holds (every group includes rank 0).
+alone and on one rank per node alone (groups.scaling_groups), so that intra-node and inter-node
+scaling show apart. Every group trains a fresh model from the same seed; ranks outside a group wait at
+a barrier. Under a launcher the groups are carved out of the world's process group; under plain pytest
+the run starts its own local ranks (one per GPU; on a CPU the profile's `local_ranks`), as
+WorldRunner.on_every_rank decides. Either way the scaling run happens once per session and every
+training test reads its figures, which rank 0 holds (every group includes rank 0).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from clusterbench.collective_runs import SWEEP_DEADLINES, ScalingGroup, scaling_groups
-from clusterbench.measured_once import MeasuredOnce
-from clusterbench.model import (
-    Better,
-    Check,
-    Location,
-    Measurement,
-    NotMeasured,
-    Provenance,
-    Verdict,
-)
-from clusterbench.probes.training.figures import (
-    GroupRun,
-    Peak,
-    Price,
-    group_measurements,
-)
+from clusterbench.model import Measurement, NotMeasured
+from clusterbench.probes.training.figures import GroupRun, Peak, Price, group_measurements
 from clusterbench.probes.training.presets import PRESETS
-from clusterbench.probes.training.scaling import (
-    largest_efficient_scale,
-    scaling_efficiency,
-)
+from clusterbench.probes.training.scaling import largest_efficient_scale, scaling_efficiency
+from clusterbench.runners.devices import rank_device
+from clusterbench.runners.groups import ScalingGroup, scaling_groups, subgroup
+from clusterbench.runners.runner import WorldRunner
 
 EFFICIENCY_METRIC = "train.scaling_efficiency"
 # What `training_preset = "auto"` trains: a toy on a CPU, GPT-2 small for a quick GPU run, ~1 B otherwise.
@@ -62,37 +45,32 @@ def training_plan(preset: str, parallel: str, *, on_gpu: bool, quick: bool):
     return TrainingPlan(config, "bf16" if on_gpu else "fp32", warmup, steps, parallel, split_steps=max(3, steps // 2))
 
 
-def _run_ladder(plan, hosts: dict[int, str], device, timeout_s: float, *, corrupt_rank: int | None = None) -> list[GroupRun]:
+def _run_ladder(plan, hosts: dict[int, str], backend: str, timeout_s: float,
+                corrupt_rank: int | None) -> list[GroupRun]:
     """Train every group of the ladder; every rank takes part in each group it belongs to. Returns
     this rank's view of its groups (rank 0: all of them)."""
     import torch.distributed as dist
 
-    from clusterbench.probes.training.loop import train
-
     from clusterbench import progress
+    from clusterbench.probes.training.loop import threads, train
 
     rank = dist.get_rank()
+    here = hosts.get(rank)
+    device = rank_device(backend)
     runs = []
     ladder = training_ladder(hosts)
     on_step = progress.callback_for("training ladder") if rank == 0 else None
-    for done, members in enumerate(ladder, start=1):
-        # Every rank creates every group, in the same order, as torch.distributed requires; with the
-        # run's deadline, since torch's default (30 minutes for Gloo) would hold a dead rank's peers.
-        timeout = dt.timedelta(seconds=timeout_s)
-        group = dist.new_group(list(members.ranks), timeout=timeout) if len(members.ranks) > 1 else None
-        if rank in members.ranks:
-            result = train(plan, device, group, rank_in_group=members.ranks.index(rank), corrupt_rank=corrupt_rank)
-            runs.append(GroupRun(members.ranks, members.span, result))
-        dist.barrier()  # the others wait here until the group is done
-        if on_step is not None:
-            on_step(done, len(ladder), f"{len(members.ranks)} ranks {members.span}")
+    with threads(_cpu_threads(backend, sum(1 for host in hosts.values() if host == here))):
+        for done, members in enumerate(ladder, start=1):
+            # Every rank makes every group, in the same order, as torch.distributed requires.
+            group = subgroup(members.ranks, timeout_s) if len(members.ranks) > 1 else None
+            if rank in members.ranks:
+                result = train(plan, device, group, rank_in_group=members.ranks.index(rank), corrupt_rank=corrupt_rank)
+                runs.append(GroupRun(members.ranks, members.span, result))
+            dist.barrier()  # the others wait here until the group is done
+            if on_step is not None:
+                on_step(done, len(ladder), f"{len(members.ranks)} ranks {members.span}")
     return runs
-
-
-def _device(backend: str):
-    import torch
-
-    return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
 
 
 def _cpu_threads(backend: str, ranks_on_this_host: int) -> int:
@@ -102,24 +80,11 @@ def _cpu_threads(backend: str, ranks_on_this_host: int) -> int:
     return max(1, cores // ranks_on_this_host) if backend == "gloo" else cores
 
 
-def _local_worker(rank: int, world_size: int, plan, host: str, backend: str, timeout_s: float, corrupt_rank: int | None):
-    from clusterbench.probes.training.loop import threads
-
-    with threads(_cpu_threads(backend, world_size)):
-        runs = _run_ladder(plan, {r: host for r in range(world_size)}, _device(backend), timeout_s, corrupt_rank=corrupt_rank)
-    return runs if rank == 0 else None  # rank 0 holds every group; the others need not ship theirs
-
-
 @dataclass
-class TrainingRuns:
+class TrainingRuns(WorldRunner):
     """The scaling run of one acceptance run, measured on first use."""
 
-    distributed: bool  # True under a launcher: the world's process group is already up
-    backend: str
-    ranks: int
     plan: object  # probes.training.loop.TrainingPlan (imported lazily: it needs torch)
-    location: Location
-    hosts: dict[int, str]
     timeout_s: float
     peak: Peak | None
     why_no_peak: str
@@ -127,13 +92,11 @@ class TrainingRuns:
     efficiency_floor: float | None = None  # from the profile's expectation, for "largest scale"
     floor_source: str = ""
     corrupt_rank: int | None = None  # the toolkit's own tests only: a rank that corrupts its weights
-    _runs: MeasuredOnce[list[GroupRun]] = field(default_factory=MeasuredOnce)
-    _measurements: list[Measurement] = field(default_factory=list)
 
     def runs(self) -> list[GroupRun]:
         """The groups' results, trained on first use. A failed run is not retried by the next test:
         under a launcher a dead rank would make every retry wait out the deadline again."""
-        return self._runs.get(self._measure)
+        return self.measured_once("runs", self._measure)
 
     def _measure(self) -> list[GroupRun]:
         if self.plan.parallel == "fsdp" and self.ranks > 1:
@@ -142,40 +105,24 @@ class TrainingRuns:
             # Before any rank trains: a torch without FSDP2 is NOT MEASURED on every rank alike, rather
             # than a crash inside the first sharded group with its peers waiting in a collective.
             find_fsdp2()
-        if self.distributed:
-            import torch.distributed as dist
-
-            from clusterbench.probes.training.loop import threads
-
-            here = self.hosts.get(dist.get_rank())
-            with threads(_cpu_threads(self.backend, sum(1 for h in self.hosts.values() if h == here))):
-                return _run_ladder(self.plan, self.hosts, _device(self.backend), self.timeout_s, corrupt_rank=self.corrupt_rank)
-        from clusterbench.probes.local_ranks import run_local_ranks
-
-        results = run_local_ranks(
-            _local_worker, self.ranks, args=(self.plan, self.location.host, self.backend, self.timeout_s, self.corrupt_rank),
-            backend=self.backend,
-            # Each group's barrier must come within the collective deadline; the ladder gets a few.
-            timeout=SWEEP_DEADLINES * self.timeout_s, collective_timeout=self.timeout_s,
-        )
-        return results[0]
+        return self.on_every_rank(_run_ladder, self.plan, self.rank_hosts, self.backend, self.timeout_s,
+                                  self.corrupt_rank, deadline_s=self.timeout_s)
 
     def measurements(self) -> list[Measurement]:
         """Every figure of every group (rank 0's full set; other ranks' groups only)."""
-        if not self._measurements:
-            runs = self.runs()
-            base = min(runs, key=lambda r: r.size)
-            # Ranks spawned by plain pytest all run on this host; under a launcher the world says where.
-            rank_hosts = self.hosts if self.distributed else {r: self.location.host for r in range(self.ranks)}
-            measurements = [m for run in runs
-                            for m in group_measurements(run, self.plan, base, self.location, self.peak, self.price, rank_hosts)]
-            largest = self.largest_efficient_ranks()
-            for m in measurements:
-                if m.metric == EFFICIENCY_METRIC:
-                    m.details.update(efficiency_floor=self.efficiency_floor, floor_source=self.floor_source,
-                                     largest_efficient_ranks=largest)
-            self._measurements = measurements
-        return self._measurements
+        return self.measured_once("measurements", self._figures_of_runs)
+
+    def _figures_of_runs(self) -> list[Measurement]:
+        runs = self.runs()
+        base = min(runs, key=lambda r: r.size)
+        measurements = [m for run in runs for m in group_measurements(run, self.plan, base, self.location, self.peak,
+                                                                       self.price, self.rank_hosts)]
+        largest = self.largest_efficient_ranks()
+        for m in measurements:
+            if m.metric == EFFICIENCY_METRIC:
+                m.details.update(efficiency_floor=self.efficiency_floor, floor_source=self.floor_source,
+                                 largest_efficient_ranks=largest)
+        return measurements
 
     def figures(self, metric: str) -> list[Measurement]:
         measurements = self.measurements()  # first: every rank trains, whichever figure is asked for
@@ -211,7 +158,8 @@ class TrainingRuns:
         if self.peak is None:
             lines.append(f"MFU not reported: {self.why_no_peak}")
         else:
-            lines.append(f"MFU against {self.peak.tflops:g} TFLOP/s dense {self.plan.dtype} ({self.peak.device}; {self.peak.source})")
+            lines.append(f"MFU against {self.peak.tflops:g} TFLOP/s dense {self.plan.dtype} "
+                         f"({self.peak.device}; {self.peak.source})")
         if self.price is not None:
             lines.append(f"cost at {self.price.per_accelerator_hour:g} {self.price.currency} per accelerator-hour")
         if self.efficiency_floor is None:
@@ -220,7 +168,8 @@ class TrainingRuns:
             largest = self.largest_efficient_ranks()
             verdict = (f"{largest} rank{'s' if largest != 1 else ''}" if largest is not None
                        else "none (the smallest size already misses it)")
-            lines.append(f"largest scale meeting the efficiency floor {self.efficiency_floor:.3f} ({self.floor_source}): {verdict}")
+            lines.append(f"largest scale meeting the efficiency floor {self.efficiency_floor:.3f} "
+                         f"({self.floor_source}): {verdict}")
         return lines
 
 
@@ -235,7 +184,8 @@ def device_peak(devices: list, dtype: str) -> tuple[Peak | None, str]:
     slice_profile = mig_profile(name)
     if slice_profile is not None:
         # A slice has a fraction of the GPU's SMs; the whole GPU's peak would understate its MFU.
-        return None, f"'{name}' is a MIG slice ({slice_profile}): the table's peaks are whole GPUs', so MFU is not reported"
+        return None, (f"'{name}' is a MIG slice ({slice_profile}): the table's peaks are whole GPUs', "
+                      "so MFU is not reported")
     spec = match_accelerator(name)
     if spec is None:
         return None, f"'{name}' is not in the hardware table: its peak is unknown, so MFU is not reported"
@@ -268,36 +218,7 @@ def training_runs(profile, collectives, devices: list, quick: bool) -> TrainingR
         why_no_peak=why_no_peak,
         price=price,
         efficiency_floor=floors[0].fail_threshold if floors else None,
-        floor_source=(f"target {floors[0].target:g} - tolerance {floors[0].tolerance:.0%}, {floors[0].provenance.value}: "
-                      f"{floors[0].source}") if floors else "",
+        floor_source=(f"target {floors[0].target:g} - tolerance {floors[0].tolerance:.0%}, "
+                      f"{floors[0].provenance.value}: {floors[0].source}") if floors else "",
     )
 
-
-def rule_checks(measurements: list[Measurement]) -> list[Check]:
-    """Checks that hold whatever the profile says: the loss must fall (a probe that does not train is
-    not a training probe) and every rank must end with the same parameters (silent data corruption)."""
-    checks = []
-    for m in measurements:
-        if m.metric == "train.loss_drop":
-            first, last = m.samples[0], m.samples[-1]
-            trained = m.value > 0
-            message = (f"the loss fell {m.value:.1%} over {len(m.samples)} measured steps ({first:.3f} -> {last:.3f})"
-                       if trained else f"the loss did not fall over {len(m.samples)} measured steps "
-                                       f"({first:.3f} -> {last:.3f}): the model did not train")
-            checks.append(_rule_check(m, trained, 0.0, Better.HIGHER, "a training probe must train: the loss falls over the measured steps", message))
-        elif m.metric == "train.params_mismatched":
-            mismatched = m.details.get("mismatched", {})
-            message = (f"all {len(m.details['ranks_compared'])} ranks hold identical parameters "
-                       f"({m.details['parameters_compared']} tensors checksummed)" if not mismatched else
-                       "parameters differ from rank " + str(m.details["ranks_compared"][0]) + "'s on "
-                       + ", ".join(f"rank {r} (first at {name})" for r, name in mismatched.items())
-                       + ": silent data corruption")
-            checks.append(_rule_check(m, not mismatched, 0.0, Better.LOWER,
-                                      "data-parallel replicas must stay bit-identical (parameter checksum)", message))
-    return checks
-
-
-def _rule_check(m: Measurement, passed: bool, target: float, better: Better, source: str, message: str) -> Check:
-    return Check(metric=m.metric, params=dict(m.params), verdict=Verdict.PASS if passed else Verdict.FAIL,
-                 observed=m.value, target=target, unit=m.unit, provenance=Provenance.RULE.value, source=source,
-                 message=message, better=better, location=m.location)
