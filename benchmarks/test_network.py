@@ -12,9 +12,9 @@ import pytest
 from clusterbench.judge import pairwise_check
 from clusterbench.model import NotMeasured
 from clusterbench.probes import infiniband
-from clusterbench.reports.collective_table import render_table, timing_line
 from clusterbench.probes.collectives import COLLECTIVES
 from clusterbench.probes.mpi_allreduce import measure_mpi_allreduce
+from clusterbench.reports.collective_table import render_table, timing_line
 
 OPS = tuple(COLLECTIVES)
 

@@ -13,8 +13,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from clusterbench.errors import ClusterbenchError
 from clusterbench.world import World

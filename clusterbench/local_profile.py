@@ -93,7 +93,7 @@ def expectations_from_table(spec: AcceleratorSpec) -> list[Expectation]:
     return expectations
 
 
-def build_local_profile(devices: "list[LocalDevice] | None" = None) -> Profile:
+def build_local_profile(devices: list[LocalDevice] | None = None) -> Profile:
     """The profile of this machine; `devices` defaults to what torch sees here."""
     if devices is None:
         from clusterbench.probes.devices import local_devices  # imports torch: only when asked for

@@ -7,8 +7,9 @@ Probes produce `Measurement`s, profiles produce `Expectation`s, the judge turns 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 ParamValue = str | int | float | bool
 
@@ -26,7 +27,7 @@ class Verdict(str, enum.Enum):
         return _SEVERITY[self]
 
     @staticmethod
-    def worst(verdicts: "list[Verdict] | tuple[Verdict, ...]") -> "Verdict | None":
+    def worst(verdicts: list[Verdict] | tuple[Verdict, ...]) -> Verdict | None:
         return max(verdicts, key=lambda v: v.severity) if verdicts else None
 
 
@@ -109,7 +110,7 @@ class Measurement:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Measurement":
+    def from_json(cls, data: dict[str, Any]) -> Measurement:
         fields = dict(data)
         location = Location(fields.pop("host"), fields.pop("rank"), fields.pop("device"))
         return cls(location=location, **fields)
@@ -212,7 +213,7 @@ class Check:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Check":
+    def from_json(cls, data: dict[str, Any]) -> Check:
         """The inverse of to_json (the derived `margin` is recomputed, not read)."""
         fields = {k: v for k, v in data.items() if k not in ("margin", "host", "rank", "device")}
         location = Location(data["host"], data["rank"], data["device"]) if "host" in data else None

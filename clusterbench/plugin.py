@@ -14,9 +14,6 @@ from pathlib import Path
 import pytest
 
 from clusterbench import progress
-from clusterbench.session import AcceptanceRun
-from clusterbench.session.api import AcceptanceTest
-from clusterbench.session.items import CoverageItem, final_items
 from clusterbench.catalog import profile_search_path, resolve_cluster
 from clusterbench.distributed import join_world
 from clusterbench.errors import ClusterbenchError
@@ -33,6 +30,9 @@ from clusterbench.reports.junit import (
 )
 from clusterbench.reports.terminal import render_summary
 from clusterbench.results import outcome_label
+from clusterbench.session import AcceptanceRun
+from clusterbench.session.api import AcceptanceTest
+from clusterbench.session.items import CoverageItem, final_items
 from clusterbench.world import World, detect_world
 
 RUN_KEY = pytest.StashKey[AcceptanceRun]()

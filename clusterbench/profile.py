@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import math
-import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+import tomllib
 
 from clusterbench.errors import ProfileError, nearest
 from clusterbench.hostlist import HostlistError, expand_hostlist
+from clusterbench.judge.golden import validate_golden
 from clusterbench.metrics import METRICS
 from clusterbench.model import PROFILE_PROVENANCES, Better, Expectation, ParamValue, Provenance
-from clusterbench.judge.golden import validate_golden
 from clusterbench.probes.training.presets import PRESETS
 
 # The dtypes a `dtype` param may name, in every metric that takes one.

@@ -189,7 +189,7 @@ class RunResults:
         return {**self.header_json(), **{key: [record_json(r) for r in getattr(self, key)] for key in RECORD_LISTS}}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "RunResults":
+    def from_json(cls, data: dict[str, Any]) -> RunResults:
         """The inverse of to_json, to re-render reports from a results.json. Raises KeyError,
         TypeError or ValueError on a document that is not one; `verdict` and `counts` are derived
         again from the checks rather than trusted. Keys this version does not know are ignored, so a

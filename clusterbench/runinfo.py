@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import platform
 import re
+from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any, Mapping
+from typing import Any
 
 from clusterbench import __version__
 from clusterbench.profile import Profile

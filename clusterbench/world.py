@@ -10,8 +10,8 @@ import os
 import re
 import socket
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from clusterbench.errors import ClusterbenchError
 

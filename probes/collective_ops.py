@@ -20,9 +20,10 @@ buffer for both would race).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, ClassVar, Sequence
+from typing import ClassVar
 
 import torch
 import torch.distributed as dist

@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
 from clusterbench.hardware import match_accelerator
 from clusterbench.model import Location, Measurement, NotMeasured
-from clusterbench.progress import StepCallback
 from clusterbench.probes import timing
 from clusterbench.probes.devices import LocalDevice, reason_unsupported
 from clusterbench.probes.gemm_shapes import MAMF_DTYPES, PublishedBestShape, published_best_shapes
 from clusterbench.probes.stats import summarize
+from clusterbench.progress import StepCallback
 from clusterbench.registry import declare_probe, metric
 
 PROBE = declare_probe("gemm", per="device", module=__name__, metrics=[

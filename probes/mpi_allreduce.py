@@ -39,8 +39,9 @@ import mmap
 import socket
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 
@@ -159,7 +159,7 @@ class CacheFlush:
     by_reading: bool
 
     @classmethod
-    def for_device(cls, device: LocalDevice) -> "CacheFlush":
+    def for_device(cls, device: LocalDevice) -> CacheFlush:
         nbytes = flush_bytes(device)
         if device.kind == "cuda":
             return cls(torch.empty(nbytes, dtype=torch.int8, device=device.torch_device), by_reading=False)

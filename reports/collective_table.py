@@ -11,7 +11,8 @@ very figure that is judged, plotted and stored (one figure a size). Plain text: 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the table is plain formatting; importing torch just for a type would cost seconds
     from clusterbench.probes.collectives import CollectiveRow
@@ -36,7 +37,7 @@ def _number(value: float, width: int) -> str:
     return f"{value:{width}.1e}" if width >= 7 else f"{value:{width}.0e}"
 
 
-def _mode_columns(row: "CollectiveRow | None") -> str:
+def _mode_columns(row: CollectiveRow | None) -> str:
     if row is None:
         return f"  {'n/a':>7}  {'n/a':>6}  {'n/a':>6}  {'n/a':>6}"
     return (
@@ -45,15 +46,15 @@ def _mode_columns(row: "CollectiveRow | None") -> str:
     )
 
 
-def average_busbw(out_of_place: Sequence["CollectiveRow"], in_place: Sequence["CollectiveRow"]) -> float:
+def average_busbw(out_of_place: Sequence[CollectiveRow], in_place: Sequence[CollectiveRow]) -> float:
     """nccl-tests' "Avg bus bandwidth": mean busbw over all rows of both modes (0 when there are none)."""
     rows = [*out_of_place, *in_place]
     return sum(row.busbw_gbps for row in rows) / len(rows) if rows else 0.0
 
 
 def render_table(
-    out_of_place: Sequence["CollectiveRow"] = (),
-    in_place: Sequence["CollectiveRow"] = (),
+    out_of_place: Sequence[CollectiveRow] = (),
+    in_place: Sequence[CollectiveRow] = (),
     *,
     title: str = "",
     timing: str = "",

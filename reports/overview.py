@@ -13,13 +13,13 @@ from typing import Any
 
 from clusterbench.judge import Scope, format_value
 from clusterbench.model import Check, Verdict
+from clusterbench.profile import Settings
 from clusterbench.reports.stragglers import (
     Straggler,
     find_stragglers,
     is_job_level,
     per_rank_measurements,
 )
-from clusterbench.profile import Settings
 from clusterbench.results import RunResults
 from clusterbench.runinfo import redact_environment
 
@@ -122,7 +122,7 @@ class BadNode:
     why: str
 
 
-def bad_nodes(blamed: list["Blame"]) -> list[BadNode]:
+def bad_nodes(blamed: list[Blame]) -> list[BadNode]:
     """Every host that failed checks or straggled, worst first, with why. A host that only warned is
     not one: a warning is the band above the fail threshold, not a reason to take a node away."""
     return [BadNode(b.host, b.summary()) for b in blamed if b.failed or b.straggled]

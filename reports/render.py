@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from clusterbench.errors import ClusterbenchError
 from clusterbench.reports.atomic import write_atomically
 from clusterbench.reports.bad_nodes import BAD_NODES_FILENAME, render_bad_nodes
 from clusterbench.reports.html import render_html
 from clusterbench.reports.markdown import render_markdown
 from clusterbench.reports.openmetrics import METRICS_FILENAME, render_openmetrics
 from clusterbench.reports.overview import build_overview
-
-from clusterbench.errors import ClusterbenchError
 from clusterbench.results import RunResults
 
 HTML_FILENAME = "report.html"

@@ -8,8 +8,8 @@ runs the pure-Python one, seconds for a run of thousands of GPUs).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from clusterbench.reports.atomic import write_atomically

@@ -19,10 +19,10 @@ from markupsafe import Markup
 from clusterbench.judge import Scope, format_value
 from clusterbench.metrics import FAMILIES, METRICS
 from clusterbench.model import Better, Check, Measurement, Verdict
-from clusterbench.reports.stragglers import NODE, Straggler, peer_groups, per_rank_measurements
 from clusterbench.reports import plots
 from clusterbench.reports.overview import CheckRow, problem_checks
 from clusterbench.reports.scaling import ScalingSeries, scaling_series
+from clusterbench.reports.stragglers import NODE, Straggler, peer_groups, per_rank_measurements
 from clusterbench.results import RunResults, Trend, TrendPoint
 
 MAX_CHECK_ROWS = 200

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import io
 
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from clusterbench.judge import format_value
+from clusterbench.metrics import METRICS
+from clusterbench.model import Check, Measurement
 from clusterbench.reports.overview import (
     Caveat,
     caveats,
@@ -12,13 +19,6 @@ from clusterbench.reports.overview import (
     expected_nodes,
     outlier_tolerance,
 )
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
-from clusterbench.judge import format_value
-from clusterbench.metrics import METRICS
-from clusterbench.model import Check, Measurement
 from clusterbench.reports.stragglers import find_stragglers, per_rank_measurements
 from clusterbench.results import NO_EXPECTATION, RunResults, TestOutcome
 

@@ -122,7 +122,7 @@ def test_verdicts_become_outcomes_and_junit_properties(tmp_path, target, toleran
     assert properties["verdict"] == verdict and properties["check.0.verdict"] == verdict
     assert properties["check.0.unit"] == "TFLOP/s" and float(properties["measurement.0.value"]) > 0
     suite = {p.get("name"): p.get("value") for p in ET.parse(junit).getroot().iter("property") if p.get("name").startswith("clusterbench.")}
-    assert suite["clusterbench.verdict"] == verdict and suite["clusterbench.checks.{}".format(verdict)] == "1"
+    assert suite["clusterbench.verdict"] == verdict and suite[f"clusterbench.checks.{verdict}"] == "1"
     if verdict == "WARN":
         assert "WARN" in run.stdout and "1 warn" in run.stdout
     if verdict == "FAIL":

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from clusterbench.probes.devices import LocalDevice
 
 from clusterbench import __version__
 from clusterbench.catalog import resolve_cluster
@@ -15,6 +14,7 @@ from clusterbench.cli import main, starter_profile_text
 from clusterbench.local_profile import build_local_profile
 from clusterbench.metrics import FAMILIES, METRICS
 from clusterbench.model import Provenance
+from clusterbench.probes.devices import LocalDevice
 
 
 def test_version(capsys):

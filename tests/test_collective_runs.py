@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from clusterbench.runners.collectives import CollectiveRuns, sweep_plan
 from clusterbench.model import Location, NotMeasured
+from clusterbench.runners.collectives import CollectiveRuns, sweep_plan
 from clusterbench.runners.local_ranks import LocalRanksError
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from fake_gpu_node import FakeGpuNode, node_uuid
-from fake_nvml import NOT_SUPPORTED, FakeNvml, healthy
 
 from clusterbench.health_checks import assess_node, driven_gpus
 from clusterbench.judge import health_findings
@@ -27,6 +25,8 @@ from clusterbench.probes.health import (
     read_host_inventory,
     read_node_inventory,
 )
+from fake_gpu_node import FakeGpuNode, node_uuid
+from fake_nvml import NOT_SUPPORTED, FakeNvml, healthy
 
 HOST = "gpu-node-07"
 INTERVAL = 0.01

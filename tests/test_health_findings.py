@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pynvml
-from fake_nvml import FakeNvml, healthy
 
 from clusterbench.judge import health_findings
 from clusterbench.probes.health import GpuLoad, LoadReport, LoadSample, read_gpu_inventory
+from fake_nvml import FakeNvml, healthy
 
 HOST = "node07"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pynvml
 import pytest
-from fake_nvml import FakeNvml, healthy
 
 from clusterbench.judge import check_golden, find_outliers
 from clusterbench.probes.health import read_node_inventory
+from fake_nvml import FakeNvml, healthy
 
 GOLDEN = {
     "gpu_model": "H100 80GB", "gpu_count_per_node": 8, "driver_version": "550.54", "vbios": "96.00.99.00.01",

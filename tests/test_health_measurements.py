@@ -6,7 +6,6 @@ import json
 
 import pynvml
 import pytest
-from fake_nvml import FakeNvml, healthy
 
 from clusterbench.model import Location, NotMeasured
 from clusterbench.probes.health import (
@@ -18,6 +17,7 @@ from clusterbench.probes.health import (
     read_gpu_inventory,
 )
 from clusterbench.probes.health.measurements import ALL_METRICS, PER_GPU_METRICS
+from fake_nvml import FakeNvml, healthy
 
 HOST = "node01"
 

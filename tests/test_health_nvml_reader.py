@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pynvml
 import pytest
-from fake_nvml import GPU_IS_LOST, NO_PERMISSION, NOT_SUPPORTED, FakeNvml, healthy
 
 from clusterbench.model import NotMeasured
 from clusterbench.probes.health import NodeInventory, read_gpu_inventory, read_node_inventory
 from clusterbench.probes.health.nvml_session import NOT_IN_DRIVER
+from fake_nvml import GPU_IS_LOST, NO_PERMISSION, NOT_SUPPORTED, FakeNvml, healthy
 
 UNCORRECTED_VOLATILE = (pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_VOLATILE_ECC)
 

@@ -7,9 +7,9 @@ import time
 
 import pynvml
 import pytest
-from fake_nvml import FakeNvml, healthy
 
 from clusterbench.probes.health import LoadReport, PerDeviceSampling, ThrottleSampler
+from fake_nvml import FakeNvml, healthy
 
 INTERVAL = 0.01
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from clusterbench.runners.runner import MeasuredOnce, MeasuredOnceByKey
 from clusterbench.model import NotMeasured
+from clusterbench.runners.runner import MeasuredOnce, MeasuredOnceByKey
 
 
 class Counting:

@@ -11,7 +11,6 @@ import torch.distributed as dist
 from clusterbench.metrics import METRICS
 from clusterbench.model import Better, Location, NotMeasured
 from clusterbench.probes import collectives
-from clusterbench.reports.collective_table import average_busbw, render_table, timing_line
 from clusterbench.probes.collective_ops import (
     COLLECTIVES,
     AllReduce,
@@ -29,6 +28,7 @@ from clusterbench.probes.collectives import (
     size_sweep,
     sweep_collective,
 )
+from clusterbench.reports.collective_table import average_busbw, render_table, timing_line
 from clusterbench.runners.local_ranks import run_local_ranks
 
 CPU = torch.device("cpu")
@@ -285,7 +285,7 @@ class FakeCudaEvent:
         self.at = self.stream_clock[0]
         self.log.append("record")
 
-    def elapsed_time(self, end: "FakeCudaEvent") -> float:
+    def elapsed_time(self, end: FakeCudaEvent) -> float:
         assert self.at is not None and end.at is not None, "both events must be recorded"
         return (end.at - self.at) * 1e3
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fake_cuda_memory import FakeCudaMemory
 
 from clusterbench.catalog import resolve_cluster
 from clusterbench.hardware import load_hardware_table
@@ -21,6 +20,7 @@ from clusterbench.probes import gemm, timing
 from clusterbench.probes.devices import LocalDevice
 from clusterbench.probes.gemm import GemmShape
 from clusterbench.probes.gemm_shapes import PUBLISHED_BEST_SHAPES
+from fake_cuda_memory import FakeCudaMemory
 
 HERE = Location("node01", 0, "cuda:0")
 H200 = "NVIDIA H200"

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from fake_cuda_memory import FakeCudaMemory
 
 from clusterbench.model import Location, Measurement
 from clusterbench.probes import memory, timing
 from clusterbench.probes.devices import LocalDevice
+from fake_cuda_memory import FakeCudaMemory
 
 HERE = Location("node01", 0, "cuda:0")
 GPU = LocalDevice("cpu", "cuda", 0, "NVIDIA H200", 141 * 10**9, (9, 0), 132)

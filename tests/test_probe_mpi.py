@@ -99,7 +99,7 @@ def test_a_single_process_is_not_measured():
 def test_host_sizes_stop_at_64_mib_not_at_the_gpu_sweeps_4_gib():
     gpu_sweep = osu_sizes(8, 4 << 30)
     kept, skipped = host_sizes(gpu_sweep, MPI_HOST_MAX_BYTES)
-    assert MPI_HOST_MAX_BYTES == 64 * MiB
+    assert 64 * MiB == MPI_HOST_MAX_BYTES
     assert kept == osu_sizes(8, 64 * MiB)
     assert skipped == osu_sizes(128 * MiB, 4 << 30)
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import io
 
 import torch
-from clusterbench.probes.collectives import sweep_collective
 
 from clusterbench import progress
-from clusterbench.runners import collectives as collective_runs
 from clusterbench.model import Location
+from clusterbench.probes.collectives import sweep_collective
+from clusterbench.runners import collectives as collective_runs
 
 
 def test_without_a_tty_one_plain_line_per_finished_step():

@@ -20,7 +20,6 @@ from clusterbench.reports.results_json import write_results_json
 from clusterbench.results import (
     TestOutcome as Outcome,  # aliased: pytest would collect Test*
 )
-
 from synthetic_run import HOSTILE_CLUSTER, HOSTILE_HOST, HOSTILE_MESSAGE
 
 RECORDED = Path(__file__).parent / "data" / "reports" / "recorded-cpu-run.json"

@@ -4,11 +4,11 @@ and metrics.prom parsed by prometheus_client as node_exporter's textfile collect
 from __future__ import annotations
 
 import pytest
+
+from clusterbench.judge import format_value
 from clusterbench.reports.openmetrics import render_openmetrics
 from clusterbench.reports.terminal import render_summary
 from synthetic_run import synthetic_results
-
-from clusterbench.judge import format_value
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from clusterbench.reports import render as render_module
+from clusterbench import results as results_module  # its TestOutcome is no test class for pytest to collect
 from clusterbench.reports import atomic as atomic_module
+from clusterbench.reports import render as render_module
 from clusterbench.reports.command import load_results
+from clusterbench.reports.overview import build_overview
 from clusterbench.reports.render import ReportError, render_reports
 from clusterbench.reports.results_json import write_results_json
-from clusterbench.reports.overview import build_overview
-from clusterbench import results as results_module  # its TestOutcome is no test class for pytest to collect
 from clusterbench.results import NO_EXPECTATION, RunResults
-
 from synthetic_run import (
     HOSTILE_CLUSTER,
     HOSTILE_DEVICE,

@@ -16,7 +16,6 @@ from clusterbench.reports.command import load_results, run_report
 from clusterbench.reports.results_json import GrowingResultsFile, results_text
 from clusterbench.results import RunResults
 from clusterbench.runinfo import REDACTED, recorded_environment
-
 from synthetic_run import synthetic_results
 
 RECORDED = Path(__file__).parent / "data" / "reports" / "recorded-cpu-run.json"

@@ -11,8 +11,6 @@ from types import SimpleNamespace
 import pytest
 
 from clusterbench import results as results_module  # its TestOutcome is no test class for pytest to collect
-from clusterbench.session.context import RunContext
-from clusterbench.session.items import coverage_checks
 from clusterbench.judge import aggregate_ranks, judge_cluster, judge_exact, judge_measurement
 from clusterbench.model import Better, Expectation, Location, Measurement, Provenance, Verdict
 from clusterbench.profile import ClusterInfo, Profile, Settings
@@ -26,6 +24,8 @@ from clusterbench.reports.render import render_reports
 from clusterbench.reports.sections import run_labels
 from clusterbench.reports.terminal import render_summary
 from clusterbench.results import NO_EXPECTATION, RunInfo, RunResults, TrendPoint
+from clusterbench.session.context import RunContext
+from clusterbench.session.items import coverage_checks
 
 TMPFS = "tmpfs keeps files in RAM: this figure measures memory, not a disk"
 CPU_NOTE = "no accelerator: measuring the CPU (Xeon); no expectation is stated for a CPU"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+
 from test_multirank import start_ranks, wait_for_ranks
 
 pytest_plugins = ("pytester",)

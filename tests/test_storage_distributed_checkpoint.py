@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from clusterbench.model import Location
-from clusterbench.runners.local_ranks import LocalRanksError, run_local_ranks
 from clusterbench.probes.storage import CheckpointGroup, CheckpointPlan, Workspace, probe_target
 from clusterbench.probes.storage.distributed_checkpoint import (
     DCP_FILE_NAMES,
@@ -17,6 +16,7 @@ from clusterbench.probes.storage.distributed_checkpoint import (
     measure_distributed_checkpoint,
     withdraw_from_checkpoint,
 )
+from clusterbench.runners.local_ranks import LocalRanksError, run_local_ranks
 
 TINY = CheckpointPlan(width=64, layers=2, repeats=2)
 DEADLINE_S = 90.0

@@ -110,9 +110,8 @@ def test_a_filesystem_filling_up_mid_run_is_one_line_and_leaves_nothing(tmp_path
 
 def test_a_checkpoint_that_fills_the_filesystem_is_one_line_and_leaves_nothing(tmp_path):
     with mounted(tmp_path / "tiny", "tmpfs", "size=2m") as target:
-        with pytest.raises(StorageRunError) as error:
-            with Workspace.create(target, None) as workspace:
-                measure_checkpoint(workspace, probe_target(workspace), HERE, CheckpointPlan(width=256, layers=4, repeats=1))
+        with pytest.raises(StorageRunError) as error, Workspace.create(target, None) as workspace:
+            measure_checkpoint(workspace, probe_target(workspace), HERE, CheckpointPlan(width=256, layers=4, repeats=1))
         message = str(error.value)
         assert "checkpoint-0.pt" in message and "the filesystem is full" in message and "\n" not in message
         assert os.listdir(target) == []

@@ -117,10 +117,9 @@ def test_only_plain_claimed_names_may_be_created_or_removed(tmp_path):
 
 @pytest.mark.parametrize("interruption", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_cleanup_runs_on_exception_and_ctrl_c(tmp_path, interruption):
-    with pytest.raises(type(interruption)):
-        with Workspace.create(tmp_path, 0) as workspace:
-            workspace.file("half-written").write_bytes(b"partial")
-            raise interruption
+    with pytest.raises(type(interruption)), Workspace.create(tmp_path, 0) as workspace:
+        workspace.file("half-written").write_bytes(b"partial")
+        raise interruption
     assert workspace.cleanup_report.complete
     assert list(tmp_path.iterdir()) == []
 

@@ -11,15 +11,15 @@ import pytest
 import torch
 import torch.distributed._composable.fsdp
 import torch.distributed.fsdp
+from torch.distributed.device_mesh import DeviceMesh
+
+from clusterbench.model import NotMeasured
 from clusterbench.probes.training import loop
 from clusterbench.probes.training.fsdp import Fsdp2, find_fsdp2, sharding_precision
 from clusterbench.probes.training.loop import TrainingPlan
 from clusterbench.probes.training.model import build_model
 from clusterbench.probes.training.presets import PRESETS
 from test_training_runs import two_local_ranks
-from torch.distributed.device_mesh import DeviceMesh
-
-from clusterbench.model import NotMeasured
 
 
 def test_newest_torch_shards_through_the_public_api():

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from clusterbench.judge import rule_checks
+from clusterbench.model import Location
 from clusterbench.probes.training.checksum import ParameterChecksum, parameter_checksum
 from clusterbench.probes.training.figures import loss_drop
 from clusterbench.probes.training.flops import flops_per_token, mfu, model_flops
@@ -16,9 +19,6 @@ from clusterbench.probes.training.scaling import (
     largest_efficient_scale,
     scaling_efficiency,
 )
-
-from clusterbench.model import Location
-from clusterbench.judge import rule_checks
 from clusterbench.runners.training import training_ladder
 
 

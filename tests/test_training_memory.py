@@ -10,14 +10,14 @@ import weakref
 
 import pytest
 import torch
-from clusterbench.runners.local_ranks import run_local_ranks
+
+from clusterbench.model import Location
 from clusterbench.probes.training import loop
 from clusterbench.probes.training.figures import GroupRun, group_measurements
 from clusterbench.probes.training.flops import flops_per_token
 from clusterbench.probes.training.loop import MemoryPeak, PhaseMemory, TrainingPlan, TrainingResult, train
 from clusterbench.probes.training.presets import PRESETS
-
-from clusterbench.model import Location
+from clusterbench.runners.local_ranks import run_local_ranks
 
 # Run in a fresh interpreter: only the first optimizer of a process triggers torch's lazy import whose
 # frame cycle held the first run's model (see loop.release_device_memory). Automatic collection is

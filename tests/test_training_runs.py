@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from clusterbench.judge import rule_checks
+from clusterbench.model import Location, NotMeasured
 from clusterbench.probes.training.figures import Peak, Price, loss_drop
 from clusterbench.probes.training.loop import TrainingPlan, train
 from clusterbench.probes.training.presets import PRESETS
-
-from clusterbench.model import Location, NotMeasured
-from clusterbench.judge import rule_checks
 from clusterbench.runners.training import TrainingRuns
 
 # Not a real device's peak: a figure for the tests, so that the MFU arithmetic runs on a CPU.

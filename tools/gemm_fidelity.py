@@ -28,8 +28,14 @@ import torch
 
 from clusterbench.probes import timing
 from clusterbench.probes.devices import GEMM_DTYPES, LocalDevice, local_devices
-from clusterbench.probes.gemm import GemmKernel, GemmShape, gemm_sweep, gemm_unsupported_reason, matmul_precision
-from clusterbench.probes.gemm import measure_shape
+from clusterbench.probes.gemm import (
+    GemmKernel,
+    GemmShape,
+    gemm_sweep,
+    gemm_unsupported_reason,
+    matmul_precision,
+    measure_shape,
+)
 
 MODES = ("probe", "probe-no-flush", "bare")
 

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 from clusterbench.history.compare import RunKey, compare_run, parse_compare_spec
-from clusterbench.judge import judge_regressions
 from clusterbench.history.fingerprint import run_fingerprint
 from clusterbench.history.noise import (
     Change,
@@ -35,6 +34,7 @@ from clusterbench.history.noise import (
     spread_of,
 )
 from clusterbench.history.store import HistoryStore, file_size
+from clusterbench.judge import judge_regressions
 from clusterbench.model import Better, Location, Measurement, Verdict
 from clusterbench.results import RunInfo, RunResults
 

@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
+
 from clusterbench.probes.mpi_allreduce import OSU_LARGE_MESSAGE, osu_iterations, osu_sizes
 
 MiB = 1 << 20

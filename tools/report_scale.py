@@ -36,7 +36,6 @@ def end_of_run(nodes: int, gpus: int, out: Path) -> None:
     """The child's work for the end-of-run scenario; prints its timings as JSON."""
     from clusterbench.reports.render import render_reports
     from clusterbench.reports.results_json import write_results_json
-
     from synthetic_run import synthetic_results
 
     results, _ = synthetic_results(nodes, gpus)

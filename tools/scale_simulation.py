@@ -37,14 +37,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from clusterbench.session import AcceptanceRun
-from clusterbench.session.context import RunContext
-from clusterbench.session.records import Attempt
 from clusterbench.catalog import resolve_cluster
 from clusterbench.distributed import StoreExchange
 from clusterbench.judge import Scope
 from clusterbench.model import Location, Measurement
 from clusterbench.results import RunInfo, RunResults, utc_now
+from clusterbench.session import AcceptanceRun
+from clusterbench.session.context import RunContext
+from clusterbench.session.records import Attempt
 from clusterbench.world import World
 
 PROFILE = """

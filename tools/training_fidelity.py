@@ -25,10 +25,11 @@ import time
 
 import torch
 import torch.distributed as dist
-from clusterbench.runners.local_ranks import run_local_ranks
+
 from clusterbench.probes.training.loop import TrainingPlan, release_device_memory, threads, train
 from clusterbench.probes.training.model import build_model, synthetic_batch
 from clusterbench.probes.training.presets import PRESETS
+from clusterbench.runners.local_ranks import run_local_ranks
 
 TOLERANCE = 0.03
 

@@ -49,7 +49,6 @@ from clusterbench.profile import Profile
 from clusterbench.results import RunResults, Trend
 
 
-
 @dataclass(frozen=True)
 class HistoryOptions:
     path: Path | None = None

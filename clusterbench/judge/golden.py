@@ -14,8 +14,9 @@ is reported as such.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from clusterbench.judge.health_rules import HealthFinding, Severity, gpu_label
 

@@ -3,7 +3,8 @@ what to do, and the inventory comparison's PASS when nothing differs."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from clusterbench.judge.golden import check_golden, find_outliers
 from clusterbench.model import Check, Location, Provenance, Verdict

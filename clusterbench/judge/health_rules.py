@@ -21,8 +21,9 @@ snapshot and, for what only shows under load, to the throttle sampler's report:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
-from typing import Any, Collection, Literal
+from typing import Any, Literal
 
 from clusterbench.probes.health.clock_events import POWER_CAP, THERMAL
 from clusterbench.probes.health.nvml_reader import GpuInventory, GpuRecord

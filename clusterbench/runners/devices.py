@@ -16,7 +16,7 @@ def local_gpu(local_rank: int) -> int:
     return local_rank % torch.cuda.device_count()
 
 
-def bind_gpu(local_rank: int) -> "torch.device":
+def bind_gpu(local_rank: int) -> torch.device:
     """Make the local rank's GPU this process's current device, before its process group is made: naming
     it at init binds the group to it, so NCCL's barrier and new groups do not guess another rank's GPU."""
     import torch
@@ -26,7 +26,7 @@ def bind_gpu(local_rank: int) -> "torch.device":
     return device
 
 
-def rank_device(backend: str) -> "torch.device":
+def rank_device(backend: str) -> torch.device:
     """The device this rank's tensors live on: the GPU its process group was bound to (NCCL), else the CPU."""
     import torch
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch.distributed as dist
@@ -19,7 +20,7 @@ def node_leaders(hosts: dict[int, str]) -> dict[str, int]:
     return leaders
 
 
-def subgroup(ranks: Iterable[int], timeout_s: float) -> "dist.ProcessGroup":
+def subgroup(ranks: Iterable[int], timeout_s: float) -> dist.ProcessGroup:
     """A process group of `ranks`, made on every rank of the world, in the same order (torch requires
     it). With the run's deadline: torch's default (30 minutes for Gloo) would hold the survivors of a
     dead rank for that long."""

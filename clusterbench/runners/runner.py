@@ -23,8 +23,9 @@ under plain pytest on one host it starts its own local ranks (clusterbench.runne
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Hashable, TypeVar
+from typing import Any, Generic, TypeVar
 
 from clusterbench.model import Location
 

@@ -11,9 +11,10 @@ its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from clusterbench.model import Location, Measurement, NotMeasured, ProbeFailed
 from clusterbench.profile import StorageSettings
@@ -42,12 +43,12 @@ class StorageRuns(Runner):
             return tuple(node_leaders(self.hosts).values())
         return tuple(sorted(self.hosts))
 
-    def _checkpoint_group(self) -> "CheckpointGroup | None":
+    def _checkpoint_group(self) -> CheckpointGroup | None:
         """The process group of the measuring ranks, made once, on every rank of the world (making
         a group is collective), when a shared target has two or more ranks measuring it."""
         return self.measured_once("checkpoint group", self._make_checkpoint_group)
 
-    def _make_checkpoint_group(self) -> "CheckpointGroup | None":
+    def _make_checkpoint_group(self) -> CheckpointGroup | None:
         ranks = self.measuring_ranks
         if self.hosts is None or len(ranks) < 2 or not set(self.settings.shared) & set(self.settings.targets):
             return None

@@ -12,8 +12,8 @@ say: clusterbench.judge.health_rules and clusterbench.judge.golden.
 """
 
 from clusterbench.probes.health.clock_events import BENIGN, THROTTLING, decode
-from clusterbench.probes.health.host_inventory import HostInventory, read_host_inventory
 from clusterbench.probes.health.gpu_pairing import NvmlGpuId, Pairing, pair_devices, same_uuid_key
+from clusterbench.probes.health.host_inventory import HostInventory, read_host_inventory
 from clusterbench.probes.health.measurements import HealthMeasurements, Unmeasured, gpu_count, gpu_measurements
 from clusterbench.probes.health.node_inventory import NodeInventory, read_node_inventory
 from clusterbench.probes.health.nvml_reader import (

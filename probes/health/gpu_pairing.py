@@ -14,8 +14,9 @@ shared with the other slices, so they say nothing about the slice this process l
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from clusterbench.probes.health.nvml_session import GpuLost, text
 

@@ -11,8 +11,9 @@ missing a figure its peers have is visible rather than silently absent from the 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from clusterbench.metrics import METRICS
 from clusterbench.model import Location, Measurement, NotMeasured
@@ -65,12 +66,12 @@ class HealthMeasurements:
     @classmethod
     def unavailable(
         cls, reason: str, host: str, rank: int = 0, metrics: tuple[str, ...] = ALL_METRICS, device: str = "node"
-    ) -> "HealthMeasurements":
+    ) -> HealthMeasurements:
         """`metrics` not measured at `device`, e.g. with NotMeasured's text when NVML is absent."""
         where = Location(host, rank, device)
         return cls(not_measured=[Unmeasured(metric, where, reason) for metric in metrics])
 
-    def extend(self, other: "HealthMeasurements") -> None:
+    def extend(self, other: HealthMeasurements) -> None:
         self.measurements += other.measurements
         self.not_measured += other.not_measured
 

@@ -9,8 +9,9 @@ the record's `unavailable` map under the field's dotted name ("pcie.gen_current"
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from clusterbench.model import NotMeasured
 from clusterbench.probes.health.clock_events import decode, throttling
@@ -153,7 +154,7 @@ class GpuInventory:
     def usable(self) -> list[GpuRecord]:
         return [gpu for gpu in self.gpus if gpu.lost is None]
 
-    def select(self, devices: Mapping[str, str | None]) -> "GpuInventory":
+    def select(self, devices: Mapping[str, str | None]) -> GpuInventory:
         """Only the GPUs of `devices` (label -> CUDA UUID), each marked with its label; the rest unpaired."""
         ids = [NvmlGpuId(gpu.index, gpu.uuid, tuple(gpu.mig_uuids)) for gpu in self.gpus]
         pairing = pair_devices(devices, ids)

@@ -10,8 +10,9 @@ imported here, lazily, so that importing clusterbench never needs it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from clusterbench.model import NotMeasured
 

@@ -24,16 +24,16 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from clusterbench.model import NotMeasured
 from clusterbench.probes.health.clock_events import decode, throttling
 from clusterbench.probes.health.gpu_pairing import pair_devices, read_gpu_ids
 from clusterbench.probes.health.nvml_reader import read_clock_events, read_power, read_temperature
 from clusterbench.probes.health.nvml_session import FieldReader, GpuLost, nvml_reason, nvml_session
-
 
 GPU_IDLE_BIT = 0x1  # nvmlClocksEventReasonGpuIdle
 
@@ -140,7 +140,7 @@ class LoadReport:
     unpaired: dict[str, str] = field(default_factory=dict)  # devices asked for that no NVML GPU is, and why
 
     @classmethod
-    def merge(cls, reports: Iterable["LoadReport"], interval_s: float) -> "LoadReport":
+    def merge(cls, reports: Iterable[LoadReport], interval_s: float) -> LoadReport:
         """One report from several, each sampling other GPUs (one per load): a later sampling of a
         GPU already seen adds its samples to the earlier ones."""
         merged = cls(gpus={}, interval_s=interval_s)
@@ -211,7 +211,7 @@ class ThrottleSampler:
         self._started = 0.0
         self.report = LoadReport(gpus={}, interval_s=interval_s)
 
-    def __enter__(self) -> "ThrottleSampler":
+    def __enter__(self) -> ThrottleSampler:
         try:
             nvml = self._stack.enter_context(nvml_session(self._nvml))
         except NotMeasured as exc:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from clusterbench.model import Location, Measurement
-from clusterbench.progress import StepCallback
 from clusterbench.probes.storage.checkpoint import LOAD_METRIC, SAVE_METRIC, CheckpointPlan, measure_checkpoint
 from clusterbench.probes.storage.distributed_checkpoint import CheckpointGroup, measure_distributed_checkpoint
 from clusterbench.probes.storage.errors import (
@@ -38,6 +38,7 @@ from clusterbench.probes.storage.metadata import METRIC as METADATA_METRIC
 from clusterbench.probes.storage.metadata import MetadataPlan, measure_metadata
 from clusterbench.probes.storage.python_engine import run_python, thread_limit
 from clusterbench.probes.storage.workloads import RANDREAD_LATENCY_METRIC, Workload, standard_workloads
+from clusterbench.progress import StepCallback
 from clusterbench.registry import declare_probe, metric
 
 # What a storage figure is measured on and how; a profile narrows its expectations by them.

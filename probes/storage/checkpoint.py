@@ -43,7 +43,7 @@ class CheckpointPlan:
     repeats: int
 
     @classmethod
-    def standard(cls, quick: bool, max_bytes: int | None = None) -> "CheckpointPlan":
+    def standard(cls, quick: bool, max_bytes: int | None = None) -> CheckpointPlan:
         """~64 MiB (quick) or ~1 GiB of checkpoint, fewer layers if `max_bytes` is smaller."""
         width = 1024 if quick else 2048
         wanted = 64 * MiB if quick else GiB

@@ -10,9 +10,10 @@ have says so in `details["caveat"]`, so a page-cache figure is never read as a d
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from clusterbench.metrics import METRICS
 from clusterbench.model import Location, Measurement

@@ -27,9 +27,10 @@ import shlex
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from clusterbench.probes.storage.errors import FioUnavailable, StorageIntegrityError, StorageRunError
 from clusterbench.probes.storage.figures import INTERVAL_S, AfterWrite, IOFigures
@@ -104,7 +105,7 @@ class FioEngine:
         self._io_uring: bool | None = None
 
     @classmethod
-    def find(cls) -> "FioEngine":
+    def find(cls) -> FioEngine:
         binary = shutil.which("fio")
         if binary is None:
             raise FioUnavailable("fio is not installed (not on PATH); install fio, e.g. apt-get install fio")

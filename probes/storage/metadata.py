@@ -29,7 +29,7 @@ class MetadataPlan:
     rounds: int
 
     @classmethod
-    def standard(cls, quick: bool) -> "MetadataPlan":
+    def standard(cls, quick: bool) -> MetadataPlan:
         return cls(files=1000, rounds=3) if quick else cls(files=10000, rounds=5)
 
 

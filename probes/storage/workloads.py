@@ -75,7 +75,7 @@ class Workload:
         """One file per job, named as fio's `$jobname.$jobnum.$filenum` names them."""
         return [f"{self.name}.{job}.0" for job in range(self.numjobs)]
 
-    def fitted(self, max_bytes: int) -> "Workload":
+    def fitted(self, max_bytes: int) -> Workload:
         """The same job with files shrunk, if need be, so that the footprint fits in `max_bytes`."""
         per_job = min(self.size_per_job, max_bytes // self.numjobs)
         per_job -= per_job % self.block_size
@@ -85,7 +85,7 @@ class Workload:
             )
         return replace(self, size_per_job=per_job)
 
-    def synchronous(self, max_jobs: int = MAX_SYNC_JOBS) -> "Workload":
+    def synchronous(self, max_jobs: int = MAX_SYNC_JOBS) -> Workload:
         """The comparable synchronous job: one job (psync process, Python thread) per I/O in flight,
         at most `max_jobs`, on the same footprint (more jobs, each with a smaller file)."""
         numjobs = max(1, min(self.numjobs * self.iodepth, max_jobs))

@@ -137,7 +137,7 @@ class Workspace:
         self.cleanup_report: CleanupReport | None = None
 
     @classmethod
-    def create(cls, target: Path, working_bytes: int | None) -> "Workspace":
+    def create(cls, target: Path, working_bytes: int | None) -> Workspace:
         """Validate `target`, then make the fresh directory. Nothing is created when validation fails."""
         resolved = validate_target(target, working_bytes)
         target_fd = os.open(resolved, os.O_RDONLY | os.O_DIRECTORY)
@@ -264,7 +264,7 @@ class Workspace:
 
     # --- context manager: cleanup on every way out, SIGTERM included ----------------------------
 
-    def __enter__(self) -> "Workspace":
+    def __enter__(self) -> Workspace:
         # Signal handlers can only be installed from the main thread; elsewhere the caller's own
         # handling applies and the `finally` below still covers exceptions and Ctrl-C.
         if threading.current_thread() is threading.main_thread():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from clusterbench.model import Location, Measurement
 from clusterbench.probes.stats import summarize
 from clusterbench.probes.training.flops import mfu
 from clusterbench.probes.training.loop import TrainingPlan, TrainingResult
@@ -17,8 +18,6 @@ from clusterbench.probes.training.scaling import (
     cost_per_million_tokens,
     scaling_efficiency,
 )
-
-from clusterbench.model import Location, Measurement
 
 MISMATCH_METRIC = "train.params_mismatched"
 

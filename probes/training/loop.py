@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
 from clusterbench.probes.training.checksum import ParameterChecksum, parameter_checksum
 from clusterbench.probes.training.flops import FlopCount, model_flops
 from clusterbench.probes.training.fsdp import find_fsdp2, sharding_precision

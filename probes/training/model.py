@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from clusterbench.probes.training.presets import ModelConfig
 from torch import nn
+
+from clusterbench.probes.training.presets import ModelConfig
 
 
 class CausalSelfAttention(nn.Module):

@@ -16,6 +16,7 @@ from node_runs import (
     start_agents,
     wait_for_agents,
 )
+
 from test_multirank import results
 
 

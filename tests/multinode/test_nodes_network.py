@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 from node_runs import node_profile, start_agents, wait_for_agents
+
 from test_multirank import results
 
 SLOW_RATE = "400mbit"  # 50 MB/s against ~1 GB/s for Gloo over an unlimited veth: far below any tolerance

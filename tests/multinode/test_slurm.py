@@ -8,6 +8,7 @@ import subprocess
 import time
 
 from node_runs import REPO_ROOT
+
 from test_multirank import results
 
 RECIPE = REPO_ROOT / "deploy" / "slurm" / "clusterbench.sbatch"
