@@ -69,6 +69,14 @@ class Settings:
     regression_noise_k: float = 3.0
     regression_min_runs: int = 5
     regression_verdict: str = "fail"  # what a regression is: "fail" (blocks the run) or "warn"
+    # Burn-in: seconds of sustained GEMM per device (--quick caps it, see probes/burnin.py).
+    burnin_s: float = 60.0
+    # The vendors' own tools as second opinions where a node has them: nccl-tests' binaries (a
+    # folder; "" searches PATH), DCGM's diagnostic level (dcgmi diag -r N; 0 skips it), and how far
+    # our figure may differ from theirs before a WARN names both.
+    nccl_tests_dir: str = ""
+    dcgm_diag_level: int = 1
+    second_opinion_tolerance: float = 0.10
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,10 @@ _SETTINGS_KEYS: dict[str, type | tuple[type, ...]] = {
     "regression_noise_k": (int, float),
     "regression_min_runs": int,
     "regression_verdict": str,
+    "burnin_s": (int, float),
+    "nccl_tests_dir": str,
+    "dcgm_diag_level": int,
+    "second_opinion_tolerance": (int, float),
 }
 REGRESSION_VERDICTS = ("fail", "warn")
 _EXPECT_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -338,11 +350,14 @@ def _parse_layer(path: Path) -> _Layer:
         for section, table in (("[cluster]", cluster), ("[settings]", settings)):
             if key in table:
                 _positive(reader, section, key, table[key], allow_zero=key == "accelerators_per_node")
-    for key in ("collective_timeout_s",):
+    for key in ("collective_timeout_s", "burnin_s"):
         if key in settings:
             _positive(reader, "[settings]", key, settings[key])
-    if "outlier_tolerance" in settings:
-        _fraction(reader, "[settings]", "outlier_tolerance", settings["outlier_tolerance"])
+    if "dcgm_diag_level" in settings and settings["dcgm_diag_level"] not in (0, 1, 2, 3, 4):
+        raise reader.fail("[settings]", f"'dcgm_diag_level' must be 0 (skip) or a dcgmi diag level 1-4, got {settings['dcgm_diag_level']}")
+    for key in ("outlier_tolerance", "second_opinion_tolerance"):
+        if key in settings:
+            _fraction(reader, "[settings]", key, settings[key])
     if "regression_min_effect" in settings:
         _fraction(reader, "[settings]", "regression_min_effect", settings["regression_min_effect"])
     if "regression_noise_k" in settings:
