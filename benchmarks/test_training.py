@@ -18,7 +18,7 @@ from clusterbench.reports.training_table import render_scaling_table
 def test_training(acceptance, metric):
     runs = acceptance.runners.training
     measured = acceptance.measure(metric, lambda: runs.figures(metric))
-    acceptance.share(None, lambda _: rule_checks(measured))
+    acceptance.also_judge(rule_checks)
     if metric == "train.step_time_ms" and measured:
         plan = runs.plan
         title = (f"training {plan.config.name} ({measured[0].details['parameters'] / 1e6:.2f} M parameters), "

@@ -26,7 +26,7 @@ from clusterbench.judge import Scope
 from clusterbench.model import Location, Measurement, NotMeasured, ParamValue, ProbeFailed
 from clusterbench.profile import Profile
 from clusterbench.registry import SCOPES, MetricSpec, RegistryError, metric_spec
-from clusterbench.session.records import Attempt, SharedJudge, TestRecord
+from clusterbench.session.records import Attempt, FiguresJudge, SharedJudge, TestRecord
 from clusterbench.world import World
 
 if TYPE_CHECKING:
@@ -147,6 +147,12 @@ class AcceptanceTest:
         """
         self._record.shared = data
         self._record.shared_judge = judge
+
+    def also_judge(self, judge: FiguresJudge) -> None:
+        """Have `judge(figures)` make more checks on rank 0 when the test settles, over every rank's
+        figures of this test (a rule of the judge package: the loss must fall, the slow pair of a
+        copy matrix). Every rank must call it the same way."""
+        self._record.figures_judge = judge
 
     def keep_inventory(self, nodes: dict[str, Any]) -> None:
         """What each node is (host name -> inventory), for results.json; called by the health

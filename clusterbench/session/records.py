@@ -14,6 +14,8 @@ from clusterbench.model import Check, Location, Measurement
 SharedJudge = Callable[[dict[int, Any]], list[Check]]
 # Checks an item makes of the whole run when it settles (the coverage and regression items).
 RunChecks = Callable[[], list[Check]]
+# Run on rank 0 when a test settles, with every rank's figures of the test. Returns more checks.
+FiguresJudge = Callable[[list[Measurement]], list[Check]]
 
 
 @dataclass
@@ -53,6 +55,7 @@ class TestRecord:
     attempts: list[Attempt] = field(default_factory=list)
     shared: Any = None  # JSON data this rank sends rank 0 (e.g. its node inventory)
     shared_judge: SharedJudge | None = None
+    figures_judge: FiguresJudge | None = None
     # An item that judges the run as a whole brings its own checks, instead of attempts.
     run_checks: RunChecks | None = None
     # With nothing judged (every check NOT MEASURED), a skip that says why, never a pass: the

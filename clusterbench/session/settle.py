@@ -63,6 +63,8 @@ class Settler:
         if record.shared_judge is not None:
             checks += record.shared_judge({rank: p["shared"] for rank, p in sorted(payloads.items())})
         measurements = [m for a in attempts for m in a.measurements]
+        if record.figures_judge is not None:
+            checks += record.figures_judge([m for a in attempts if not a.aggregate for m in a.measurements])
         for check in checks:
             check.test = record.nodeid
         record.all_measurements, record.checks = measurements, checks
