@@ -58,7 +58,8 @@ def test_a_wrong_declaration_is_refused_where_it_is_made(kwargs, message):
 
 def test_a_metric_declared_twice_is_refused(forget):
     with pytest.raises(RegistryError, match="metric gemm.tflops declared twice: by probe 'gemm'"):
-        declare_probe("another_gemm", per="device", metrics=[metric("gemm.tflops", "TFLOP/s", "higher", "compute", "x")])
+        declare_probe("another_gemm", per="device",
+                      metrics=[metric("gemm.tflops", "TFLOP/s", "higher", "compute", "x")])
     forget("site.a_count")
     registry.register_metric("site.a_count", unit="count", better="lower", description="a")
     with pytest.raises(RegistryError, match="declared twice"):

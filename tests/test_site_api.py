@@ -111,7 +111,8 @@ def test_a_site_test_on_one_rank_is_judged_like_a_builtin(site):
     (judged,) = [c for c in results["checks"] if c["metric"] == "site.dataloader_gbps"]
     assert judged["verdict"] == "PASS" and judged["provenance"] == "contract"
     licence = [c for c in results["checks"] if c["metric"] == "site.licence_failures"]
-    assert [c["verdict"] for c in licence] == ["PASS"] and licence[0]["provenance"] == "rule"  # zero, whatever the profile
+    # zero, whatever the profile says
+    assert [c["verdict"] for c in licence] == ["PASS"] and licence[0]["provenance"] == "rule"
     assert outcomes["test_fabric"]["outcome"] == "skipped"
     assert "a world of one process has no fabric" in outcomes["test_fabric"]["message"]
     typo = outcomes["test_typo"]

@@ -145,6 +145,7 @@ class HistorySession:
         except HistoryError as exc:
             return [not_compared(self.options.compare.text, str(exc))]
         self.trends = comparison.trends
+        assert comparison.regression is not None  # asked for with a spec, so made
         return judge_regressions(comparison.regression, regression_rule(self.profile)[1])
 
     def final_trends(self, results: RunResults) -> tuple[list[Trend], list[str]]:
@@ -157,7 +158,9 @@ class HistorySession:
         except HistoryError as exc:
             return [], [f"no trends: {exc}"]
 
-    def store_and_calibrate(self, results: RunResults, report_dir: Path, storage_targets: tuple[str, ...]) -> HistoryOutcome:
+    def store_and_calibrate(
+        self, results: RunResults, report_dir: Path, storage_targets: tuple[str, ...]
+    ) -> HistoryOutcome:
         """After results.json: store the run, then write the calibrated profile."""
         outcome = HistoryOutcome()
         data = results.to_json()
@@ -187,7 +190,8 @@ class HistorySession:
         target = self.options.calibrate
         assert target is not None
         if data["verdict"] == Verdict.FAIL.value:
-            outcome.error = f"--calibrate {target}: not written: the run failed; calibrate on a run of a known-good cluster"
+            outcome.error = (f"--calibrate {target}: not written: the run failed; "
+                             "calibrate on a run of a known-good cluster")
             return
         info = results.run
         try:

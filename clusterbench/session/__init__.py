@@ -61,17 +61,17 @@ class AcceptanceRun:
         narrowed: bool,
         command_line: list[str],
         storage_targets: tuple[str, ...] = (),
-        history: HistoryOptions = HistoryOptions(),
+        history: HistoryOptions | None = None,
     ) -> AcceptanceRun:
         context = RunContext(profile, exchange, report_dir, quick, narrowed, rank_devices(exchange.world),
                              storage_targets)
         return cls.of(context, RunResults(run=context.run_info(command_line)), history)
 
     @classmethod
-    def of(cls, context: RunContext, results: RunResults, history: HistoryOptions = HistoryOptions()) -> AcceptanceRun:
+    def of(cls, context: RunContext, results: RunResults, history: HistoryOptions | None = None) -> AcceptanceRun:
         recorder = ResultsRecorder(context.report_dir, results)
         return cls(context, recorder, Settler(context, recorder), Runners(context, results.run),
-                   HistorySession(history, context.profile))
+                   HistorySession(history or HistoryOptions(), context.profile))
 
     @property
     def is_reporter(self) -> bool:
