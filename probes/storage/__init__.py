@@ -38,29 +38,28 @@ from clusterbench.probes.storage.metadata import METRIC as METADATA_METRIC
 from clusterbench.probes.storage.metadata import MetadataPlan, measure_metadata
 from clusterbench.probes.storage.python_engine import run_python, thread_limit
 from clusterbench.probes.storage.workloads import RANDREAD_LATENCY_METRIC, Workload, standard_workloads
+from clusterbench.probes.storage.workspace import CleanupReport, Workspace, space_needed
 from clusterbench.progress import StepCallback
 from clusterbench.registry import declare_probe, metric
 
 # What a storage figure is measured on and how; a profile narrows its expectations by them.
 # `ranks` appears on the aggregate of several ranks only; an expectation naming it judges that.
 PARAMS = ("target", "engine", "direct", "block_size", "iodepth", "numjobs", "bytes", "files", "threads", "ranks")
+# (metric, unit, better, description, how the figures of ranks measuring at once combine)
+FIGURES = (
+    ("storage.randread_iops", "IOPS", "higher", "4 KiB random read IOPS", "sum"),
+    ("storage.randwrite_iops", "IOPS", "higher", "4 KiB random write IOPS", "sum"),
+    ("storage.seqread_gbps", "GB/s", "higher", "1 MiB sequential read bandwidth", "sum"),
+    ("storage.seqwrite_gbps", "GB/s", "higher", "1 MiB sequential write bandwidth", "sum"),
+    ("storage.randread_p99_us", "us", "lower", "4 KiB random read p99 latency", "max"),
+    ("storage.metadata_ops", "ops/s", "higher", "small-file create+stat+delete rate", "sum"),
+    ("checkpoint.save_gbps", "GB/s", "higher", "checkpoint save throughput incl. fsync", "n_min"),
+    ("checkpoint.load_gbps", "GB/s", "higher", "checkpoint load throughput", "n_min"),
+)
 PROBE = declare_probe("storage", per="rank", settings=("[storage]",), module=__name__, metrics=[
-    metric("storage.randread_iops", "IOPS", "higher", "storage", "4 KiB random read IOPS", PARAMS, aggregate="sum"),
-    metric("storage.randwrite_iops", "IOPS", "higher", "storage", "4 KiB random write IOPS", PARAMS, aggregate="sum"),
-    metric("storage.seqread_gbps", "GB/s", "higher", "storage", "1 MiB sequential read bandwidth", PARAMS,
-           aggregate="sum"),
-    metric("storage.seqwrite_gbps", "GB/s", "higher", "storage", "1 MiB sequential write bandwidth", PARAMS,
-           aggregate="sum"),
-    metric("storage.randread_p99_us", "us", "lower", "storage", "4 KiB random read p99 latency", PARAMS,
-           aggregate="max"),
-    metric("storage.metadata_ops", "ops/s", "higher", "storage", "small-file create+stat+delete rate", PARAMS,
-           aggregate="sum"),
-    metric("checkpoint.save_gbps", "GB/s", "higher", "storage", "checkpoint save throughput incl. fsync", PARAMS,
-           aggregate="n_min"),
-    metric("checkpoint.load_gbps", "GB/s", "higher", "storage", "checkpoint load throughput", PARAMS,
-           aggregate="n_min"),
+    metric(name, unit, better, "storage", description, PARAMS, aggregate=rule)
+    for name, unit, better, description, rule in FIGURES
 ])
-from clusterbench.probes.storage.workspace import CleanupReport, Workspace, space_needed
 
 __all__ = [
     "CheckpointGroup",

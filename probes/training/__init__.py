@@ -9,26 +9,27 @@ from clusterbench.registry import declare_probe, metric
 
 # What a training figure was measured with; `span` is single, intra-node or inter-node.
 PARAMS = ("preset", "ranks", "span", "dtype", "batch", "seq_len", "parallel")
+# (metric, unit, better, description); each judged at the ladder's largest rung unless an
+# expectation names `ranks`.
+LADDER_FIGURES = (
+    ("train.step_time_ms", "ms", "lower",
+     "median training step time, each step the slowest rank's (data generation apart)"),
+    ("train.tokens_per_s", "tokens/s", "higher",
+     "global training throughput: ranks x batch x seq_len / median step time"),
+    ("train.mfu", "fraction", "higher",
+     "model FLOPs utilisation per device: (6N + 12LHQT) x tokens/s per device / dense peak"),
+    ("train.scaling_efficiency", "fraction", "higher",
+     "weak-scaling efficiency X_N / (N * X_1), the same per-rank batch at N ranks and at 1"),
+    ("train.loss_drop", "fraction", "higher",
+     "relative loss decrease over the measured steps (first fifth vs last fifth)"),
+)
 PROBE = declare_probe(
     "training", per="world", module=__name__,
     settings=("training_preset", "training_parallel", "collective_timeout_s", "local_ranks",
               "[cluster] price_per_accelerator_hour"),
     metrics=[
-        metric("train.step_time_ms", "ms", "lower", "training",
-               "median training step time, each step the slowest rank's (data generation apart)", PARAMS,
-               judged_at_max="ranks"),
-        metric("train.tokens_per_s", "tokens/s", "higher", "training",
-               "global training throughput: ranks x batch x seq_len / median step time", PARAMS,
-               judged_at_max="ranks"),
-        metric("train.mfu", "fraction", "higher", "training",
-               "model FLOPs utilisation per device: (6N + 12LHQT) x tokens/s per device / dense peak", PARAMS,
-               judged_at_max="ranks"),
-        metric("train.scaling_efficiency", "fraction", "higher", "training",
-               "weak-scaling efficiency X_N / (N * X_1), the same per-rank batch at N ranks and at 1", PARAMS,
-               judged_at_max="ranks"),
-        metric("train.loss_drop", "fraction", "higher", "training",
-               "relative loss decrease over the measured steps (first fifth vs last fifth)", PARAMS,
-               judged_at_max="ranks"),
+        *(metric(name, unit, better, "training", description, PARAMS, judged_at_max="ranks")
+          for name, unit, better, description in LADDER_FIGURES),
         metric("train.cost_per_mtokens", "cost/Mtokens", "lower", "training",
                "cost of a million training tokens at the profile's price per accelerator-hour",
                (*PARAMS, "currency"), judged_at_max="ranks"),
