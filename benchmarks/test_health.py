@@ -35,17 +35,19 @@ def test_node_inventory_and_golden_configuration(acceptance):
     shared = None
     if reports_for_node(acceptance):
         shared = {
-            **node_health(acceptance).inventory.to_json(),
+            **node_health(acceptance.health, acceptance.world, acceptance.devices).inventory.to_json(),
             "hostname": acceptance.world.host,
             "infiniband": infiniband_inventory(),
         }
-    acceptance.share(shared, lambda by_rank: judge_inventories(acceptance, by_rank))
+    golden = acceptance.profile.golden
+    acceptance.share(shared, lambda by_rank: judge_inventories(by_rank, golden, acceptance.keep_inventory))
 
 
 @pytest.mark.health
 @pytest.mark.parametrize("metric", ALL_METRICS)
 def test_gpu_health(acceptance, metric):
-    health = node_health(acceptance)  # this rank's GPUs; gpu.count on the node's first local rank
+    # This rank's GPUs; gpu.count on the node's first local rank.
+    health = node_health(acceptance.health, acceptance.world, acceptance.devices)
     attempts = health.figures.attempts(metric)
     findings = [f for f in health.findings if f["metric"] == metric]
     acceptance.share(

@@ -12,7 +12,8 @@ gathers what it needs, rank by rank.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from clusterbench.judge.health import inventory_checks
@@ -32,7 +33,8 @@ from clusterbench.probes.health import (
 from clusterbench.probes.health.measurements import PER_GPU_METRICS
 
 if TYPE_CHECKING:
-    from clusterbench.session.api import AcceptanceTest
+    from clusterbench.probes.devices import LocalDevice
+    from clusterbench.world import World
 
 
 NO_CUDA_DEVICE = (
@@ -53,19 +55,26 @@ def driven_gpus(devices: list) -> dict[str, str | None]:
     return {device.torch_device: device.uuid for device in devices if device.kind == "cuda"}
 
 
-def node_health(acceptance: AcceptanceTest) -> NodeHealth:
+@dataclass
+class HealthState:
+    """Shared between the tests of one rank: the NVML samples the GEMM tests took while each GPU was
+    loaded (by dtype), and the node's health read from them once."""
+
+    load_reports: dict[str, LoadReport] = field(default_factory=dict)
+    node: NodeHealth | None = None
+
+
+def node_health(state: HealthState, world: World, devices: list[LocalDevice]) -> NodeHealth:
     """This rank's gpu.* figures and rule findings (and the node inventory on the node's first
     local rank), read once per rank and run.
 
     Figures under load come from the NVML samples the GEMM tests took (bf16 preferred: the dtype
     that draws most power); without them, load-only figures are NOT MEASURED with the reason."""
-    state = acceptance.health
     if state.node is None:
-        world = acceptance.world
         inventory = read_node_inventory() if world.local_rank == 0 else None
         reports = state.load_reports
         load = reports.get("bf16") or next(iter(reports.values()), None)
-        state.node = assess_node(inventory, driven_gpus(acceptance.devices), world.host, world.rank, load)
+        state.node = assess_node(inventory, driven_gpus(devices), world.host, world.rank, load)
     return state.node
 
 
@@ -111,9 +120,11 @@ def _my_gpus(inventory: NodeInventory | None, driven: dict[str, str | None]) -> 
         return None, str(exc)
 
 
-def judge_inventories(acceptance: AcceptanceTest, shared: dict[int, Any]) -> list[Check]:
-    """On rank 0: keep every node's inventory for results.json, then have the judge compare it with
-    [golden] and with the majority."""
+def judge_inventories(
+    shared: dict[int, Any], golden: dict[str, Any], keep: Callable[[dict[str, Any]], None]
+) -> list[Check]:
+    """On rank 0: `keep` every node's inventory (for results.json), then have the judge compare it
+    with [golden] and with the majority."""
     nodes = {data["hostname"]: data for data in shared.values() if data}
-    acceptance.keep_inventory(nodes)
-    return inventory_checks(nodes, acceptance.profile.golden)
+    keep(nodes)
+    return inventory_checks(nodes, golden)

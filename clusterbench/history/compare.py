@@ -11,12 +11,13 @@ import json
 import statistics
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from clusterbench.errors import ClusterbenchError
 from clusterbench.history.figures import at_largest_sweep_point, is_performance_figure
+from clusterbench.history.findings import FigureChange, RegressionFindings
 from clusterbench.history.noise import (
     Change,
     Comparison,
@@ -68,7 +69,8 @@ def parse_compare_spec(text: str) -> CompareSpec:
     if text.startswith("window:"):
         size = text.split(":", 1)[1]
         if not size.isdigit() or int(size) < 1:
-            raise CompareSpecError(f"--compare {text}: the window must be a whole number of runs, 1 or more (e.g. window:10)")
+            raise CompareSpecError(f"--compare {text}: the window must be a whole number of runs, "
+                                   "1 or more (e.g. window:10)")
         return CompareSpec(text, window=int(size))
     if not text or text.startswith("window"):
         raise CompareSpecError(f"--compare '{text}': expected last, window:N or a stored run ID")
@@ -82,29 +84,6 @@ class RunKey:
     cluster: str
     fingerprint: str
     quick: bool
-
-
-@dataclass(frozen=True)
-class FigureChange:
-    """One figure of this run that moved (or held) against its baseline."""
-
-    measurement: Measurement
-    comparison: Comparison
-    note: str  # why the baseline is not the stored figure itself ("" when it is)
-
-
-@dataclass
-class RegressionFindings:
-    """What `--compare` found, for clusterbench.judge.regression to turn into checks."""
-
-    compare_text: str
-    rule: RegressionRule
-    not_compared: str | None = None  # why nothing was compared (no stored run yet, too few)
-    label: str = ""  # the baseline, in words
-    changes: list[FigureChange] = field(default_factory=list)  # regressions, changes within noise, improvements
-    tally: dict[Change, int] = field(default_factory=dict)  # figures by kind of change, too little history included
-    unknown_noise: int = 0  # figures compared against a spread not yet known
-    rebased: int = 0  # figures compared with the recent runs' median instead of the stored run's
 
 
 @dataclass
@@ -256,7 +235,8 @@ def _regression_findings(
                                   "regression_min_runs)")
     findings = RegressionFindings(spec.text, rule, label=_baseline_label(baseline.runs, spec, key),
                                   tally={change: 0 for change in Change})
-    for column, (measurement, comparison) in enumerate(figure_comparisons(measurements, baseline, spec, rule, all_columns=True)):
+    for column, (measurement, comparison) in enumerate(figure_comparisons(measurements, baseline, spec, rule,
+                                                                          all_columns=True)):
         if comparison is None:
             continue
         findings.tally[comparison.change] += 1

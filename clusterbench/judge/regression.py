@@ -3,15 +3,11 @@ was compared."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from clusterbench.history.findings import RegressionFindings
 from clusterbench.history.noise import Change, Comparison, RegressionRule, widened_k
 from clusterbench.judge.formatting import format_value
 from clusterbench.metrics import METRICS
 from clusterbench.model import Better, Check, Measurement, Provenance, Verdict
-
-if TYPE_CHECKING:  # clusterbench.history.compare formats its figures with this package
-    from clusterbench.history.compare import RegressionFindings
 
 SUMMARY_METRIC = "history.regression"
 HISTORY_SOURCE = "the run history (--history)"
@@ -33,7 +29,8 @@ def judge_regressions(findings: RegressionFindings, regression_verdict: Verdict)
     if findings.not_compared is not None:
         return [not_compared(findings.compare_text, findings.not_compared, blocking=False)]
     rule, tally = findings.rule, findings.tally
-    checks = [_change_check(change.measurement, change.comparison, rule, regression_verdict, findings.label + change.note)
+    checks = [_change_check(change.measurement, change.comparison, rule, regression_verdict,
+                            findings.label + change.note)
               for change in findings.changes]
     compared = sum(tally.values()) - tally[Change.TOO_LITTLE_HISTORY]
     parts = [f"{tally[c]} {c.value}" for c in Change if tally[c]]
@@ -41,9 +38,11 @@ def judge_regressions(findings: RegressionFindings, regression_verdict: Verdict)
     message = f"{compared} figure(s) compared with the {findings.label}: {', '.join(parts) or 'nothing to compare'}"
     if findings.unknown_noise:
         message += (f"; noise unknown for {findings.unknown_noise} figure(s): fewer than {rule.min_runs} stored runs "
-                    f"show them, so only changes beyond {rule.unknown_noise_floor:.0%} are judged, and as WARN, never FAIL")
+                    f"show them, so only changes beyond {rule.unknown_noise_floor:.0%} are "
+                    "judged, and as WARN, never FAIL")
     if findings.rebased:
-        message += (f"; {findings.rebased} figure(s) of the stored run lay far off the recent runs, so they were compared "
+        message += (f"; {findings.rebased} figure(s) of the stored run lay far off the recent "
+                    "runs, so they were compared "
                     f"with the recent runs' median instead")
     if tally[Change.TOO_LITTLE_HISTORY]:
         message += f" (too little history: fewer than {rule.min_runs} stored figures, or none, for the same params)"

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from clusterbench.distributed import Decision, Exchange
+from clusterbench.health_checks import HealthState
 from clusterbench.history.session import HistoryOptions, HistorySession
 from clusterbench.profile import Profile
 from clusterbench.results import RunResults, utc_now
@@ -25,18 +25,6 @@ from clusterbench.session.recorder import ResultsRecorder
 from clusterbench.session.records import TestRecord
 from clusterbench.session.runner_set import Runners
 from clusterbench.session.settle import Settler
-
-if TYPE_CHECKING:
-    from clusterbench.health_checks import NodeHealth
-
-
-@dataclass
-class HealthState:
-    """Shared between tests on one rank: the NVML samples the GEMM tests took while each GPU was
-    loaded (by dtype, probes.health.LoadReport), and the node's health read from them once."""
-
-    load_reports: dict[str, Any] = field(default_factory=dict)
-    node: NodeHealth | None = None
 
 
 @dataclass

@@ -31,8 +31,9 @@ from clusterbench.session.records import Attempt, FiguresJudge, SharedJudge, Tes
 from clusterbench.world import World
 
 if TYPE_CHECKING:
+    from clusterbench.health_checks import HealthState
     from clusterbench.probes.devices import LocalDevice
-    from clusterbench.session import AcceptanceRun, HealthState
+    from clusterbench.session import AcceptanceRun
     from clusterbench.session.runner_set import Runners
 
 log = logging.getLogger("clusterbench")
