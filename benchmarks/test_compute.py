@@ -22,7 +22,8 @@ def test_gemm_throughput(acceptance, dtype):
 
     def gemm(device):
         def run():
-            return measure_gemm(device, dtype, quick=acceptance.quick, location=acceptance.location(device.torch_device),
+            return measure_gemm(device, dtype, quick=acceptance.quick,
+                                location=acceptance.location(device.torch_device),
                                 on_step=progress.callback_for(f"gemm {dtype} {device.torch_device}"))
 
         return sampling.during(device.torch_device, device.uuid, run)() if device.kind == "cuda" else run()

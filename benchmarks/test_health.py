@@ -34,8 +34,10 @@ def test_node_inventory_and_golden_configuration(acceptance):
     """Every node's inventory goes into results.json; nodes unlike [golden] or unlike the majority fail."""
     shared = None
     if reports_for_node(acceptance):
+        inventory = node_health(acceptance.health, acceptance.world, acceptance.devices).inventory
+        assert inventory is not None  # read on the node's first local rank, which this is
         shared = {
-            **node_health(acceptance.health, acceptance.world, acceptance.devices).inventory.to_json(),
+            **inventory.to_json(),
             "hostname": acceptance.world.host,
             "infiniband": infiniband_inventory(),
         }

@@ -60,7 +60,8 @@ def test_mpi_allreduce(acceptance):
             raise NotMeasured(f"started by {acceptance.world.launcher}, not an MPI launcher (mpirun/mpiexec); "
                               "MPI ranks are needed")
         runs = acceptance.runners.collectives
-        return measure_mpi_allreduce(list(runs.plan.sizes), quick=acceptance.quick, location=runs.location).measurements()
+        return measure_mpi_allreduce(list(runs.plan.sizes),
+                                     quick=acceptance.quick, location=runs.location).measurements()
 
     acceptance.measure("mpi.allreduce_busbw_gbps", measure)
 

@@ -23,5 +23,6 @@ def test_training(acceptance, metric):
         plan = runs.plan
         title = (f"training {plan.config.name} ({measured[0].details['parameters'] / 1e6:.2f} M parameters), "
                  f"{plan.dtype}, batch {plan.config.batch} x {plan.config.seq_len} per rank, {plan.parallel}, "
-                 f"{runs.backend}, {plan.warmup} warm-up + {plan.steps} measured steps, launcher {acceptance.world.launcher}")
+                 f"{runs.backend}, {plan.warmup} warm-up + {plan.steps} measured steps, launcher "
+                 f"{acceptance.world.launcher}")
         acceptance.show(render_scaling_table(runs.measurements(), title=title, footer=runs.footer()))

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clusterbench.errors import ProfileError, nearest
-from clusterbench.profile import Profile, load_profile_file
+from clusterbench.profile import Profile
+from clusterbench.profile_loader import load_profile_file
 
 LOCAL = "local"  # the built-in profile, derived from the machine the run is on
 PROFILES_ENV = "CLUSTERBENCH_PROFILES"

@@ -74,7 +74,8 @@ def starter_profile_text(profile, name: str) -> str:
         f"accelerator = {_toml_value(cluster.accelerator)}",
     ]
     if not profile.expectations:
-        lines += ["", "# No expectation: the hardware table knows no figure for this machine. Add [[expect]]", "# entries (see README: Profiles), or calibrate one from a known-good run (--calibrate)."]
+        lines += ["", "# No expectation: the hardware table knows no figure for this machine. Add [[expect]]",
+                  "# entries (see README: Profiles), or calibrate one from a known-good run (--calibrate)."]
     for e in profile.expectations:
         lines += ["", "[[expect]]", f"metric = {_toml_value(e.metric)}"]
         if e.params:
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clusterbench {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except UnicodeDecodeError as exc:  # a binary file where text was expected (e.g. a .sqlite given to `report`)
-        print(f"clusterbench {args.command}: error: not a text file of the kind expected ({exc.reason} at byte {exc.start})",
+        print(f"clusterbench {args.command}: error: not a text file of the kind expected "
+              f"({exc.reason} at byte {exc.start})",
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -39,7 +39,8 @@ class Decision:
     missing_ranks: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"outcome": self.outcome, "verdict": self.verdict, "message": self.message, "missing_ranks": self.missing_ranks}
+        return {"outcome": self.outcome, "verdict": self.verdict, "message": self.message,
+                "missing_ranks": self.missing_ranks}
 
 
 DecideFn = Callable[[dict[int, dict[str, Any]], list[int]], Decision]
@@ -135,7 +136,8 @@ class StoreExchange:
             self.broken = str(exc)
             return Decision("failed", "FAIL", str(exc))
         except Exception as exc:  # the store itself is gone: rank 0 (which hosts it) has died
-            self.broken = f"lost contact with rank 0 ({self.hosts.get(0, 'host unknown')}): {type(exc).__name__}: {exc}".splitlines()[0]
+            host = self.hosts.get(0, "host unknown")
+            self.broken = f"lost contact with rank 0 ({host}): {type(exc).__name__}: {exc}".splitlines()[0]
             return Decision("failed", "FAIL", self.broken)
         if decision.missing_ranks:
             self.broken = f"{self.describe(decision.missing_ranks)} did not arrive at {tag}"
@@ -143,7 +145,8 @@ class StoreExchange:
 
     def _decide(self, prefix: str, tag: str, decide: DecideFn) -> Decision:
         deadline = time.monotonic() + self.deadline_s
-        while (arrived := int(self.store.add(f"{prefix}/arrived", 0))) < self.world.size and time.monotonic() < deadline:
+        while ((arrived := int(self.store.add(f"{prefix}/arrived", 0))) < self.world.size
+               and time.monotonic() < deadline):
             time.sleep(POLL_INTERVAL_S)
         payloads, missing = self._collect(prefix, everyone_arrived=arrived >= self.world.size)
         if not missing and self._sequence > 1:
@@ -154,7 +157,9 @@ class StoreExchange:
         decision = decide(payloads, missing)
         if strays:
             others = {r: payloads[r].get("tag") for r in strays}
-            decision = Decision("failed", "FAIL", f"ranks ran different tests at this point: {others}; every rank must run the same tests in the same order")
+            decision = Decision("failed", "FAIL",
+                                f"ranks ran different tests at this point: {others}; every rank must run the "
+                                "same tests in the same order")
         if missing:
             decision.missing_ranks = missing
             note = f"{self.describe(missing)} did not arrive within {self.deadline_s:g} s"
@@ -201,7 +206,8 @@ class StoreExchange:
             self.store.wait([key], dt.timedelta(seconds=2 * self.deadline_s + 5))
         except Exception as exc:
             raise WorldBroken(
-                f"no decision from rank 0 ({self.hosts.get(0, 'host unknown')}) within {2 * self.deadline_s + 5:g} s: {exc}".splitlines()[0]
+                f"no decision from rank 0 ({self.hosts.get(0, 'host unknown')}) within "
+                f"{2 * self.deadline_s + 5:g} s: {exc}".splitlines()[0]
             ) from None
         data = json.loads(self.store.get(key))
         return Decision(data["outcome"], data["verdict"], data["message"], data["missing_ranks"])

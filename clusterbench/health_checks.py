@@ -27,10 +27,10 @@ from clusterbench.probes.health import (
     Unmeasured,
     gpu_count,
     gpu_measurements,
-    read_gpu_inventory,
     read_node_inventory,
 )
 from clusterbench.probes.health.measurements import PER_GPU_METRICS
+from clusterbench.probes.health.node_inventory import read_gpus
 
 if TYPE_CHECKING:
     from clusterbench.probes.devices import LocalDevice
@@ -72,10 +72,19 @@ def node_health(state: HealthState, world: World, devices: list[LocalDevice]) ->
     that draws most power); without them, load-only figures are NOT MEASURED with the reason."""
     if state.node is None:
         inventory = read_node_inventory() if world.local_rank == 0 else None
-        reports = state.load_reports
-        load = reports.get("bf16") or next(iter(reports.values()), None)
+        load = _load_for_health(state.load_reports)
         state.node = assess_node(inventory, driven_gpus(devices), world.host, world.rank, load)
     return state.node
+
+
+def _load_for_health(reports: dict[str, LoadReport]) -> LoadReport | None:
+    """The samples the health figures under load are judged on: the bf16 GEMM's (the dtype that draws
+    most power), with the burn-in's soak added where it ran (where thermal throttling shows)."""
+    gemm = reports.get("bf16") or next((r for key, r in reports.items() if key != "burnin"), None)
+    soak = reports.get("burnin")
+    if gemm is None or soak is None:
+        return gemm or soak
+    return LoadReport.merge([gemm, soak], interval_s=gemm.interval_s)
 
 
 def assess_node(
@@ -115,7 +124,7 @@ def _my_gpus(inventory: NodeInventory | None, driven: dict[str, str | None]) -> 
             return None, inventory.gpu_not_measured or "no GPU inventory"
         return inventory.gpu.select(driven), ""
     try:
-        return read_gpu_inventory(devices=driven), ""
+        return read_gpus(devices=driven), ""  # NVML, else amdsmi on an AMD node
     except NotMeasured as exc:
         return None, str(exc)
 

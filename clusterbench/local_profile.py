@@ -71,7 +71,9 @@ def expectations_from_table(spec: AcceleratorSpec) -> list[Expectation]:
     expectations = []
     for dtype, fraction in spec.achievable_gemm_fraction.items():
         peak = spec.peak_tflops.get(dtype)
-        source = _gemm_source(dtype, fraction, peak, spec) if peak is not None else None
+        if peak is None:
+            continue
+        source = _gemm_source(dtype, fraction, peak, spec)
         if source is not None:
             expectations.append(
                 _expectation("gemm.tflops", "TFLOP/s", fraction.value * peak.value, source, {"dtype": dtype})
@@ -115,7 +117,8 @@ def build_local_profile(devices: list[LocalDevice] | None = None) -> Profile:
         slice_profile = mig_profile(model)
         if slice_profile is not None:
             # A slice has a fraction of the GPU's SMs and memory bandwidth: no whole-GPU figure applies.
-            notes.append(f"'{model}' is a MIG slice ({slice_profile}): no spec-derived expectation; measuring with none")
+            notes.append(f"'{model}' is a MIG slice ({slice_profile}): no spec-derived "
+                         "expectation; measuring with none")
         elif spec is None:
             notes.append(f"'{model}' is not in the hardware table: measuring with no expectation")
         else:

@@ -73,7 +73,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--calibrate",
         default=None,
         metavar="OUT.toml",
-        help="write a profile whose expectations are this run's figures less a margin (a known-good cluster's baseline)",
+        help="write a profile whose expectations are this run's figures less a margin "
+        "(a known-good cluster's baseline)",
     )
     group.addoption(
         "--calibrate-margin",

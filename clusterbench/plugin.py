@@ -6,10 +6,12 @@ them to pytest's collection, test outcomes and terminal.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -54,6 +56,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for family in FAMILIES:
         config.addinivalue_line("markers", f"{family}: clusterbench {family} probes")
+    config.addinivalue_line("markers", "after_probes: run after every other test of the run (a window over the run)")
     try:
         world = detect_world()
     except ClusterbenchError as exc:
@@ -72,18 +75,17 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGTERM, _interrupt)
 
 
-REAL_STDOUT_KEY = pytest.StashKey[object]()
+REAL_STDOUT_KEY = pytest.StashKey[IO[str]]()
 
 
 def _keep_real_stdout(config: pytest.Config) -> None:
     """Rank 0 shows sweep progress (clusterbench.progress) on the real stdout: a duplicate of it taken
     now, while pytest's capture is suspended, still reaches the terminal or log while a test's own
     output is captured."""
-    try:
+    # No real stdout (an embedding replaced it): no progress, nothing else lost.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         config.stash[REAL_STDOUT_KEY] = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8",
                                                   errors="replace")
-    except (OSError, ValueError, AttributeError):
-        pass  # no real stdout (an embedding replaced it): no progress, nothing else lost
 
 
 def _install_progress(config: pytest.Config) -> None:
@@ -186,11 +188,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     config.stash[RUN_KEY] = run
     if run.is_reporter:
         _install_progress(config)
+    # Tests that read what the whole run did to the nodes (error counters) go last; a stable sort
+    # keeps every other test in pytest's order.
+    items.sort(key=lambda item: item.get_closest_marker("after_probes") is not None)
     added = final_items(session, run.settler, run.history, run.results)
     items.extend(added)
     # Reported as collected, so that pytest's "collected N items" counts the tests its last line
     # counts (the terminal counts collect reports, not the final item list).
-    config.hook.pytest_collectreport(report=pytest.CollectReport(session.nodeid, "passed", None, added))
+    config.hook.pytest_collectreport(report=pytest.CollectReport(session.nodeid, "passed", None, list(added)))
 
 
 def _start_problem(report_dir: Path, history: HistoryOptions) -> str | None:
@@ -266,7 +271,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 # How pytest's terminal shows the outcomes clusterbench adds to its own (letter, word and colour).
-_TERMINAL_LOOK = {"warn": ("W", ("WARN", {"yellow": True})), "no expectation": ("n", ("NO EXPECTATION", {"cyan": True}))}
+_TERMINAL_LOOK = {"warn": ("W", ("WARN", {"yellow": True})),
+                  "no expectation": ("n", ("NO EXPECTATION", {"cyan": True}))}
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 StepCallback = Callable[[int, int, str], None]  # (steps done, steps in all, what the last step measured)
 
@@ -31,6 +34,9 @@ class StepSink:
 
     def step(self, step: Step) -> None:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Take down whatever the sink shows (a bar still on screen): nothing, unless it shows one."""
 
     def step_callback(self, task: str) -> StepCallback:
         """A plain callable for a probe: it reports each finished step of `task`."""
@@ -54,7 +60,7 @@ class ProgressReporter(StepSink):
     def __init__(self, stream: IO[str], *, tty: bool):
         self.stream = stream
         self.tty = tty
-        self._progress = None
+        self._progress: Progress | None = None
         self._tasks: dict[str, int] = {}
 
     def step(self, step: Step) -> None:

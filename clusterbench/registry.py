@@ -73,6 +73,9 @@ class MetricSpec:
     # A count of errors (wrong elements, mismatching bits): judged against zero whatever the profile says.
     must_be_zero: bool = False
     per: str = ""  # one of SCOPES; the declaring probe's unless the metric states its own
+    # False where the probe's own judge compares the figures (a node's GPU pairs, clusterbench.judge.p2p):
+    # the peers check and the report's straggler list then leave them alone, so the two never disagree.
+    compared_across_locations: bool = True
     probe: str = ""  # the probe (or "site") that declared it
 
 
@@ -104,6 +107,7 @@ def metric(
     aggregate: str | None = None,
     must_be_zero: bool = False,
     per: str = "",
+    compared_across_locations: bool = True,
 ) -> MetricSpec:
     """A metric's declaration, checked: its unit, family, direction and aggregate rule must be known."""
     if not name or "." not in name or name != name.strip() or " " in name:
@@ -126,7 +130,8 @@ def metric(
         raise RegistryError(f"metric {name}: better '{better}' must be 'higher' or 'lower'") from None
     if must_be_zero and direction is not Better.LOWER:
         raise RegistryError(f"metric {name}: a count that must be zero is better lower")
-    return MetricSpec(name, unit, direction, family, description, params, judged_at_max, aggregate, must_be_zero, per)
+    return MetricSpec(name, unit, direction, family, description, params, judged_at_max, aggregate, must_be_zero, per,
+                      compared_across_locations)
 
 
 @dataclass

@@ -141,7 +141,8 @@ class RunResults:
         """FAIL when any check fails or a required figure is missing; otherwise the worst verdict,
         except that a run which judged no performance figure never says PASS: on a CPU or an
         accelerator the table does not know, passing the correctness rules alone is NO EXPECTATION."""
-        if self.run.interrupted or any(t.outcome == "failed" for t in self.tests) or any(c.blocking for c in self.checks):
+        if (self.run.interrupted or any(t.outcome == "failed" for t in self.tests)
+                or any(c.blocking for c in self.checks)):
             return Verdict.FAIL.value
         worst = Verdict.worst([c.verdict for c in self.checks if c.verdict is not Verdict.NOT_MEASURED])
         if worst is None:
@@ -159,7 +160,8 @@ class RunResults:
         rules = [c for c in self.checks if c.verdict is not Verdict.NOT_MEASURED]
         plural = "s" if len(rules) != 1 else ""
         rested = f"only {len(rules)} check{plural} of correctness rules, peers or health judged; " if rules else ""
-        why = "; ".join(str(n) for n in self.run.profile.get("notes", []) if n) if isinstance(self.run.profile, dict) else ""
+        profile = self.run.profile
+        why = "; ".join(str(n) for n in profile.get("notes", []) if n) if isinstance(profile, dict) else ""
         return f"{rested}no performance figure judged{f' ({why})' if why else ''}: to judge, give {HOW_TO_JUDGE}"
 
     def counts(self) -> dict[str, int]:
@@ -181,7 +183,8 @@ class RunResults:
     def header_json(self) -> dict[str, Any]:
         """Everything but the record lists: small, and recomputed whenever the file is written."""
         return {
-            "schema": SCHEMA_VERSION, "run": asdict(self.run), "verdict": self.verdict, "verdict_note": self.verdict_note(),
+            "schema": SCHEMA_VERSION, "run": asdict(self.run), "verdict": self.verdict,
+            "verdict_note": self.verdict_note(),
             "counts": self.counts(), "test_counts": self.test_counts(),
         }
 

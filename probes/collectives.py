@@ -43,7 +43,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from clusterbench.model import Location, Measurement, NotMeasured
+from clusterbench.model import Location, Measurement, NotMeasured, ParamValue
 from clusterbench.probes.collective_ops import (
     COLLECTIVES,
     DTYPES,
@@ -144,7 +144,7 @@ class CollectiveSweep:
         factor = collective.busbw_factor(self.ranks)
         out = []
         for row in self.rows:
-            params = {**self._params(), "size_bytes": row.size_bytes}
+            params: dict[str, ParamValue] = {**self._params(), "size_bytes": row.size_bytes}
             details = self._details(row)
             out.append(Measurement(
                 metric=f"{collective.metric_name}.busbw_gbps",

@@ -1,7 +1,8 @@
 """The compute devices of this host that probes can measure, and the GEMM dtypes each one can run.
 
-Every visible CUDA device is one `LocalDevice` (ROCm builds of torch report AMD GPUs as "cuda" too);
-a host without an accelerator is one CPU device, so the same suite measures something everywhere.
+Every visible CUDA device is one `LocalDevice` (ROCm builds of torch report AMD GPUs as "cuda" too,
+through the same torch.cuda API; `runtime` says which: "rocm" where torch.version.hip is set); a host
+without an accelerator is one CPU device, so the same suite measures something everywhere.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ class LocalDevice:
     count_cores: int | None
     # The device's UUID as torch prints it ("5f3c1a2b-...", without NVML's "GPU-"/"MIG-" prefix): the
     # one name CUDA and NVML agree on (their indices differ). None on a CPU, or where torch gives none.
+    # On ROCm: the KFD unique id HIP reports ("f330dc4d00dee22b"), the name amdsmi pairs by.
     uuid: str | None = None
+    runtime: str | None = None  # "cuda" or "rocm" (a HIP build of torch); None on a CPU
+    arch: str | None = None  # the AMD GPU's ISA, "gfx942" (props.gcnArchName without its feature flags)
 
 
 def local_devices() -> list[LocalDevice]:
@@ -40,6 +44,8 @@ def local_devices() -> list[LocalDevice]:
 
 def _cuda_device(index: int) -> LocalDevice:
     props = torch.cuda.get_device_properties(index)
+    rocm = bool(getattr(torch.version, "hip", None))
+    arch = str(getattr(props, "gcnArchName", "") or "").split(":")[0] if rocm else ""
     return LocalDevice(
         torch_device=f"cuda:{index}",
         kind="cuda",
@@ -48,7 +54,9 @@ def _cuda_device(index: int) -> LocalDevice:
         memory_bytes=int(props.total_memory),
         compute_capability=(int(props.major), int(props.minor)),
         count_cores=int(props.multi_processor_count),
-        uuid=_cuda_uuid(props),
+        uuid=_rocm_unique_id(props) if rocm else _cuda_uuid(props),
+        runtime="rocm" if rocm else "cuda",
+        arch=arch or None,
     )
 
 
@@ -58,6 +66,20 @@ def _cuda_uuid(props: object) -> str | None:
     uuid = getattr(props, "uuid", None)
     text = str(uuid).strip() if uuid is not None else ""
     return text or None
+
+
+def _rocm_unique_id(props: object) -> str | None:
+    """HIP fills the 16 UUID bytes with the ASCII of the GPU's 16-hex-digit KFD unique id, and torch
+    prints those bytes as hex: "66333330-6463-..." is "f330dc..." (ROCm/ROCm#4203, torch 2.6, ROCm
+    6.2.4). Decoded back, it is the id rocminfo and amdsmi print; anything else is kept as torch gave it."""
+    printed = _cuda_uuid(props)
+    if printed is None:
+        return None
+    try:
+        text = bytes.fromhex(printed.replace("-", "")).decode("ascii")
+    except ValueError:
+        return printed
+    return text.lower() if len(text) == 16 and all(c in "0123456789abcdefABCDEF" for c in text) else printed
 
 
 def _cpu_device() -> LocalDevice:
@@ -91,6 +113,8 @@ def reason_unsupported(device: LocalDevice, dtype: str) -> str | None:
     """
     if dtype not in GEMM_DTYPES:
         raise ValueError(f"unknown GEMM dtype {dtype!r}; expected one of {', '.join(GEMM_DTYPES)}")
+    if device.runtime == "rocm":
+        return _rocm_reason_unsupported(device, dtype)
     capability = device.compute_capability
     if dtype == "tf32":
         if capability is None:
@@ -104,6 +128,26 @@ def reason_unsupported(device: LocalDevice, dtype: str) -> str | None:
             return "fp8 matmul needs a GPU of compute capability >= 8.9; this device is a CPU"
         if capability < (8, 9):
             return f"fp8 matmul needs compute capability >= 8.9; {device.name} is {capability[0]}.{capability[1]}"
+    return None
+
+
+# ROCm reports gfx9.4.2 as "compute capability" 9.4, which says nothing about NVIDIA's thresholds:
+# what a dtype needs on an AMD GPU is its ISA. CDNA3 (gfx942: MI300X, MI325X) has xf32 and the FNUZ
+# fp8 formats; CDNA4 (gfx950) the OCP fp8 ones.
+_ROCM_TF32_ARCHS = ("gfx942",)
+_ROCM_FP8_DTYPES = {"gfx942": "float8_e4m3fnuz", "gfx950": "float8_e4m3fn"}
+
+
+def _rocm_reason_unsupported(device: LocalDevice, dtype: str) -> str | None:
+    arch = device.arch or "an unknown ISA"
+    if dtype == "tf32" and device.arch not in _ROCM_TF32_ARCHS:
+        return f"tf32 (xf32) matmul needs a CDNA3 GPU ({', '.join(_ROCM_TF32_ARCHS)}); {device.name} is {arch}"
+    if dtype == "fp8":
+        fp8 = _ROCM_FP8_DTYPES.get(device.arch or "")
+        if fp8 is None:
+            return f"fp8 matmul needs an AMD GPU of ISA {' or '.join(_ROCM_FP8_DTYPES)}; {device.name} is {arch}"
+        if not (hasattr(torch, fp8) and hasattr(torch, "_scaled_mm")):
+            return f"fp8 on {arch} needs torch.{fp8} and torch._scaled_mm; torch {torch.__version__} lacks them"
     return None
 
 

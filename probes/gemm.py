@@ -194,7 +194,8 @@ def gemm_unsupported_reason(device: LocalDevice, dtype: str) -> str | None:
 
 def _fp8_dtype(device: LocalDevice) -> torch.dtype:
     # MI300-series GPUs (gfx94x) implement the FNUZ variant of e4m3; NVIDIA and later AMD parts, OCP e4m3.
-    if torch.version.hip and "gfx94" in getattr(torch.cuda.get_device_properties(device.index), "gcnArchName", ""):
+    # (devices.reason_unsupported lets fp8 through on ROCm only for gfx942 and gfx950.)
+    if device.runtime == "rocm" and (device.arch or "").startswith("gfx94"):
         return torch.float8_e4m3fnuz
     return torch.float8_e4m3fn
 
@@ -210,6 +211,7 @@ def matmul_precision(device: LocalDevice, dtype: str) -> Iterator[None]:
         yield
         return
     backend = torch.backends.cuda.matmul if device.kind == "cuda" else getattr(torch.backends.mkldnn, "matmul", None)
+    value: str | bool  # the new API takes a word, the legacy flag a bool
     if backend is not None and hasattr(backend, "fp32_precision"):  # torch >= 2.9
         attribute, value = "fp32_precision", "tf32" if dtype == "tf32" else "ieee"
     elif device.kind == "cuda":  # older torch: the legacy flag (mixing the two APIs is an error in new torch)

@@ -101,17 +101,18 @@ def measure_ib_min_rate(location: Location, sysfs_root: Path = Path("/sys")) -> 
     """"ib.min_active_rate_gbps": the slowest ACTIVE port's rate, so one port trained down (200
     instead of 400 Gb/s) fails an expectation on the rate even when the count of ports is right."""
     ports = read_ib_ports(sysfs_root)
-    rated = [port for port in ports if port.active and port.rate_gbps is not None]
+    rated = [(port, port.rate_gbps) for port in ports if port.active and port.rate_gbps is not None]
     if not rated:
         raise NotMeasured(f"no ACTIVE InfiniBand/RoCE port with a readable rate among {len(ports)} ports")
-    slowest = min(rated, key=lambda port: port.rate_gbps)
+    slowest, slowest_rate = min(rated, key=lambda rated_port: rated_port[1])
     return Measurement(
         metric="ib.min_active_rate_gbps",
-        value=float(slowest.rate_gbps),
+        value=float(slowest_rate),
         unit="Gb/s",
         params={},
         location=location,
-        details={"slowest_port": f"{slowest.device}/{slowest.port}", "rates_gbps": {f"{p.device}/{p.port}": p.rate_gbps for p in rated}},
+        details={"slowest_port": f"{slowest.device}/{slowest.port}",
+                 "rates_gbps": {f"{p.device}/{p.port}": rate for p, rate in rated}},
     )
 
 

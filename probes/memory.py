@@ -167,7 +167,7 @@ class HostBinding:
         else:
             details["host_binding"] = "unbound"
             caveat = f"host side not bound to the GPU's NUMA node: {self.unbound_reason}"
-            details["caveat"] = "; ".join(c for c in (details.get("caveat"), caveat) if c)
+            details["caveat"] = "; ".join(str(c) for c in (details.get("caveat"), caveat) if c)
 
 
 def gpu_pci_address(device: LocalDevice, nvml: Any | None = None) -> str | None:

@@ -42,7 +42,7 @@ def _mode_columns(row: CollectiveRow | None) -> str:
         return f"  {'n/a':>7}  {'n/a':>6}  {'n/a':>6}  {'n/a':>6}"
     return (
         f"  {_number(row.time_us, 7)}  {_number(row.algbw_gbps, 6)}  {_number(row.busbw_gbps, 6)}"
-        f"  {'%6g' % row.wrong}"
+        f"  {row.wrong:6g}"
     )
 
 
@@ -79,7 +79,7 @@ def render_table(
     wrong = sum(row.wrong for row in (*out_of_place, *in_place))
     lines += [
         f"# Out of bounds values : {wrong} {'OK' if wrong == 0 else 'FAILED'}",
-        f"# Avg bus bandwidth    : {'%g' % average_busbw(out_of_place, in_place)}",
+        f"# Avg bus bandwidth    : {average_busbw(out_of_place, in_place):g}",
         "#",
     ]
     return "\n".join(lines)

@@ -28,15 +28,19 @@ def load_results(path: Path) -> RunResults:
     except OSError as exc:
         raise ClusterbenchError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if raw.startswith(SQLITE_MAGIC):
-        raise ClusterbenchError(f"{path}: is an SQLite file (a run history?), not a results.json; see `clusterbench history list {path}`")
+        raise ClusterbenchError(f"{path}: is an SQLite file (a run history?), not a results.json; see "
+                                f"`clusterbench history list {path}`")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ClusterbenchError(f"{path}: not a text file, so not a results.json (give the results.json a run wrote)") from None
+        raise ClusterbenchError(f"{path}: not a text file, so not a results.json (give the "
+                                "results.json a run wrote)") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ClusterbenchError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); a run cut short mid-write leaves the previous results.json, so this file was changed afterwards") from None
+        raise ClusterbenchError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); a run cut "
+                                "short mid-write leaves the previous results.json, so this "
+                                "file was changed afterwards") from None
     if not isinstance(data, dict):
         raise ClusterbenchError(f"{path}: not a clusterbench results file (expected a JSON object)")
     try:

@@ -57,6 +57,7 @@ def junit_properties(verdict: str, measurements: list[Measurement], checks: list
 def junit_run_properties(results: RunResults) -> list[tuple[str, str]]:
     """The run's verdict, what it rests on, and the same counts as the other reports."""
     properties = [("clusterbench.verdict", results.verdict), ("clusterbench.verdict_note", results.verdict_note())]
-    properties += [(f"clusterbench.tests.{label.replace(' ', '_')}", str(n)) for label, n in results.test_counts().items()]
+    properties += [(f"clusterbench.tests.{label.replace(' ', '_')}", str(n)) for label,
+                   n in results.test_counts().items()]
     properties += [(f"clusterbench.checks.{v.replace(' ', '_')}", str(n)) for v, n in results.counts().items()]
     return properties

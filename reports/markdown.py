@@ -64,7 +64,8 @@ def _caveat_section(o: Overview) -> list[str]:
     lines = ["", f"### Caveats ({len(o.caveats)}): read these figures with them", ""]
     for c in o.caveats[:MAX_ROWS]:
         more = f" and {c.figures_left_out} more" if c.figures_left_out else ""
-        lines.append(f"- **{md(c.text)}**: {md(', '.join(c.figures) + more, 400)} ({_counted(c.locations, 'location')})")
+        lines.append(f"- **{md(c.text)}**: {md(', '.join(c.figures) + more, 400)} "
+                     f"({_counted(c.locations, 'location')})")
     return lines + _more(len(o.caveats), MAX_ROWS)
 
 
@@ -78,7 +79,8 @@ def render_markdown(o: Overview) -> str:
         f"tests: {tests or 'none'} ({o.tests_total} in all) · checks: {checks}  ",
         (
             f"{md(o.nodes_text)} · {_counted(len(o.hosts), 'host')} · {md(o.world_text)} · launcher {md(o.launcher)} · "
-            f"{md(o.started_at)} to {md(o.finished_at or 'not finished')} · clusterbench {md(o.evidence.toolkit_version)}  "
+            f"{md(o.started_at)} to {md(o.finished_at or 'not finished')} · clusterbench "
+            f"{md(o.evidence.toolkit_version)}  "
         ),
         f"results.json SHA-256 {md(o.evidence.results_sha256 or 'not written')}",
     ]
@@ -101,7 +103,8 @@ def render_markdown(o: Overview) -> str:
         lines += _table(header, _check_rows(warned[:MAX_ROWS])) + _more(len(warned), MAX_ROWS)
     if o.blamed:
         lines += ["", f"### Blamed nodes ({len(o.blamed)})", ""]
-        rows = [[f"**{md(b.host, 80)}**", md(", ".join(sorted(b.devices))), md(b.summary())] for b in o.blamed[:MAX_ROWS]]
+        rows = [[f"**{md(b.host, 80)}**",
+                 md(", ".join(sorted(b.devices))), md(b.summary())] for b in o.blamed[:MAX_ROWS]]
         lines += _table(["Host", "Devices", "What"], rows) + _more(len(o.blamed), MAX_ROWS)
     if o.bad_nodes:
         lines += _service_section(o)

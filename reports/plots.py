@@ -15,15 +15,20 @@ from __future__ import annotations
 import io
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullLocator
 
 from clusterbench.model import Better
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 MAX_BARS = 24  # bars per plot: beyond this the plot shows the worst ones and a histogram of all
 HISTOGRAM_BINS = 40
@@ -35,7 +40,7 @@ TITLE_CHAR_IN = 0.075  # the same for the 9.5-point titles
 TITLE_LINE_IN = 0.17  # the height of one more title line
 MARGIN_IN = {"left": 0.7, "right": 0.15, "bottom": 0.5, "top": 0.35, "between": 0.9}
 GOOD, BAD, NEUTRAL, IDEAL, EXPECT = "#2f6fb0", "#c62828", "#8a8f98", "#2e7d32", "#ef6c00"
-RC = {
+RC: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",
     "text.parse_math": False,
     "font.size": 8.5,
@@ -75,7 +80,8 @@ def _figure(height_in: float, lefts_in: Sequence[float], bottom_in: float, right
 
 
 def _plot(draw, height_in: float, lefts_in: Sequence[float] = (MARGIN_IN["left"],),
-          bottom_in: float = MARGIN_IN["bottom"], right_in: float = MARGIN_IN["right"], top_in: float = MARGIN_IN["top"]) -> str:
+          bottom_in: float = MARGIN_IN["bottom"], right_in: float = MARGIN_IN["right"],
+          top_in: float = MARGIN_IN["top"]) -> str:
     """Draw with `draw(figure, axes)` under the report's style and return the SVG."""
     with matplotlib.rc_context(RC):
         figure, axes = _figure(height_in, lefts_in, bottom_in, right_in, top_in)
@@ -143,7 +149,8 @@ def busbw_by_size(title: str, lines: Sequence[Line], expectations: Sequence[Mark
             if marker.x is None:
                 ax.axhline(marker.y, color=EXPECT, linestyle="--", linewidth=1.1, label=marker.label)
             else:
-                ax.plot([marker.x], [marker.y], marker="*", markersize=11, color=EXPECT, linestyle="none", label=marker.label)
+                ax.plot([marker.x], [marker.y], marker="*", markersize=11, color=EXPECT, linestyle="none",
+                        label=marker.label)
         _log2_axis(ax, _human_bytes)
         ax.set_xlabel("message size")
         ax.set_ylabel(f"busbw ({unit})")
@@ -224,7 +231,8 @@ def location_bars(title: str, unit: str, better: Better, bars: Sequence[Bar], me
         bar_ax.set_yticks([])
         bar_ax.set_ylim(-0.6, len(shown) - 0.4)
         for index, label in enumerate(labels):
-            bar_ax.text(-0.01, index, label, transform=bar_ax.get_yaxis_transform(), ha="right", va="center", fontsize=7)
+            bar_ax.text(-0.01, index, label, transform=bar_ax.get_yaxis_transform(), ha="right", va="center",
+                        fontsize=7)
         bar_ax.invert_yaxis()
         bar_ax.axvline(median, color=NEUTRAL, linestyle="--", linewidth=1)
         bar_ax.set_xlabel(f"{unit} (dashed: median {median:.4g})")
@@ -235,7 +243,8 @@ def location_bars(title: str, unit: str, better: Better, bars: Sequence[Bar], me
             hist_ax.hist(values, bins=HISTOGRAM_BINS, color=GOOD)
             outliers = [b.value for b in bars if b.outlier]
             if outliers:
-                hist_ax.plot(outliers, [0] * len(outliers), "|", color=BAD, markersize=14, label=f"{len(outliers)} stragglers")
+                hist_ax.plot(outliers, [0] * len(outliers), "|", color=BAD, markersize=14,
+                             label=f"{len(outliers)} stragglers")
                 hist_ax.legend(fontsize=7)
             hist_ax.axvline(median, color=NEUTRAL, linestyle="--", linewidth=1)
             hist_ax.set_xlabel(unit)
@@ -254,7 +263,8 @@ def _large_values_engineering(value: float, position=None) -> str:
     return _ENGINEERING(value, position) if abs(value) >= 1000 else f"{value:g}"
 
 
-def grouped_bars(title: str, unit: str, groups: Sequence[str], series: dict[str, Sequence[float | None]], log: bool = False) -> str:
+def grouped_bars(title: str, unit: str, groups: Sequence[str], series: Mapping[str, Sequence[float | None]],
+                 log: bool = False) -> str:
     """Bars of several series side by side per group (e.g. IOPS per storage target, read and write)."""
 
     def draw(figure, axes):
@@ -287,7 +297,8 @@ def trend(title: str, unit: str, labels: Sequence[str], values: Sequence[float],
         ax.plot(xs, values, marker="o", markersize=3, color=GOOD, label="earlier runs")
         tick_labels = list(labels)
         if current is not None:
-            ax.plot([len(values)], [current], marker="*", markersize=12, color=EXPECT, linestyle="none", label="this run")
+            ax.plot([len(values)], [current], marker="*", markersize=12, color=EXPECT, linestyle="none",
+                    label="this run")
             tick_labels.append("this run")
         step = max(1, math.ceil(len(tick_labels) / 8))
         ax.set_xticks(range(0, len(tick_labels), step), tick_labels[::step], fontsize=7, rotation=20, ha="right")
@@ -299,3 +310,55 @@ def trend(title: str, unit: str, labels: Sequence[str], values: Sequence[float],
     wrapped, extra_in = wrap_title(title)
     bottom_in = 0.45 + CHAR_IN * 0.5 * max((len(label) for label in labels), default=10)  # rotated labels
     return _plot(draw, 2.3 + bottom_in + extra_in, bottom_in=bottom_in, top_in=MARGIN_IN["top"] + extra_in)
+
+
+MATRIX_TEXT_MAX = 12  # above this many rows the cells are too small to write their values in
+
+
+@dataclass(frozen=True)
+class MatrixPanel:
+    """One square matrix (a copy matrix: source per row, destination per column); cells absent from
+    `values` (the diagonal) stay blank, `flagged` ones are outlined in red."""
+
+    title: str
+    labels: list[str]
+    values: dict[tuple[int, int], float]  # (row, column) positions in `labels` -> value
+    flagged: frozenset[tuple[int, int]] = frozenset()
+
+
+def heat_matrix(title: str, unit: str, panels: Sequence[MatrixPanel]) -> str:
+    """Square heat maps side by side, each on its own colour scale (a bidirectional figure is twice a
+    one-way one), darker is lower; each cell carries its value while the matrix is small enough."""
+    lefts_in = [0.25 + CHAR_IN * max((len(label) for label in p.labels), default=4) for p in panels]
+    panel_in = (WIDTH_IN - sum(lefts_in) - MARGIN_IN["right"]) / max(1, len(panels))
+    wrapped, extra_in = wrap_title(title)
+    bottom_in, top_in = 0.45, MARGIN_IN["top"] + TITLE_LINE_IN + extra_in
+    colours = matplotlib.colormaps["viridis"].with_extremes(bad="white")
+
+    def draw(figure, axes):
+        for ax, panel in zip(axes, panels):
+            size = len(panel.labels)
+            grid = np.full((size, size), np.nan)
+            for (row, column), value in panel.values.items():
+                grid[row, column] = value
+            shown = grid[~np.isnan(grid)]
+            low, high = (float(shown.min()), float(shown.max())) if shown.size else (0.0, 1.0)
+            ax.imshow(grid, cmap=colours, vmin=low, vmax=high if high > low else low + 1)
+            ax.grid(False)
+            ax.set_xticks(range(size), panel.labels, fontsize=7, rotation=90 if size > 8 else 0)
+            ax.set_yticks(range(size), panel.labels, fontsize=7)
+            ax.set_xlabel("destination")
+            ax.set_ylabel("source")
+            ax.set_title(panel.title, loc="left", fontsize=8)
+            if size <= MATRIX_TEXT_MAX:
+                middle = (low + high) / 2
+                for (row, column), value in panel.values.items():
+                    ax.text(column, row, f"{value:.0f}" if value >= 100 else f"{value:.3g}", ha="center",
+                            va="center", fontsize=6, color="white" if value < middle else "black")
+            for row, column in panel.flagged:
+                ax.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor=BAD, linewidth=1.6))
+        # The figure's title over both panels, each panel's own title under it.
+        figure.text(0.01, 1 - 0.08 / height_in, f"{wrapped} ({unit})", fontsize=9.5, va="top")
+
+    height_in = panel_in + bottom_in + top_in
+    return _plot(draw, height_in, lefts_in, bottom_in=bottom_in, top_in=top_in)

@@ -24,7 +24,8 @@ def _dumps(value: Any) -> str:
 
 def results_text(document: dict[str, Any]) -> str:
     """The JSON text of `document`: top-level keys one per line, lists one element per line."""
-    encoded = {key: [_dumps(e) for e in value] if isinstance(value, list) else _dumps(value) for key, value in document.items()}
+    encoded = {key: [_dumps(e) for e in value] if isinstance(value, list) else _dumps(value) for key,
+               value in document.items()}
     return "".join(_pieces(encoded))
 
 

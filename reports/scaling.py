@@ -101,7 +101,8 @@ def _ideal_rule(metric: str, better: Better) -> str:
     return "linear"
 
 
-def _efficiency(rule: str, better: Better, value: float, base: float, ranks: int, base_ranks: int) -> tuple[float, float | None]:
+def _efficiency(rule: str, better: Better, value: float, base: float, ranks: int,
+                base_ranks: int) -> tuple[float, float | None]:
     ideal = base * ranks / base_ranks if rule == "linear" else base
     if not value or not ideal:
         return ideal, None
@@ -154,7 +155,8 @@ def _largest_meeting(points: list[ScalePoint]) -> int | None:
     return largest
 
 
-def scaling_series(measurements: list[Measurement], checks: list[Check], profile: dict[str, Any]) -> list[ScalingSeries]:
+def scaling_series(measurements: list[Measurement],
+                   checks: list[Check], profile: dict[str, Any]) -> list[ScalingSeries]:
     profile_floor = efficiency_floor(profile)
     companions = _Companions.of(measurements)
     verdicts: dict[tuple, list[Verdict]] = {}

@@ -20,6 +20,8 @@ from clusterbench.judge import Scope, format_value
 from clusterbench.metrics import FAMILIES, METRICS
 from clusterbench.model import Better, Check, Measurement, Verdict
 from clusterbench.reports import plots
+from clusterbench.reports.copy_matrix import METRIC as COPY_MATRIX_METRIC
+from clusterbench.reports.copy_matrix import copy_matrix_plots
 from clusterbench.reports.overview import CheckRow, problem_checks
 from clusterbench.reports.scaling import ScalingSeries, scaling_series
 from clusterbench.reports.stragglers import NODE, Straggler, peer_groups, per_rank_measurements
@@ -128,10 +130,12 @@ def _check_groups(checks: list[Check]) -> list[CheckGroup]:
     for (metric, _, provenance), group in groups.items():
         counts = Counter(c.verdict.value for c in group)
         targets = sorted({c.target for c in group if c.target is not None})
-        target = format_value(targets[0], group[0].unit) if len(targets) == 1 else f"{len(targets)} targets" if targets else "-"
+        target = (format_value(targets[0], group[0].unit) if len(targets) == 1
+                  else f"{len(targets)} targets" if targets else "-")
         rows.append(
             CheckGroup(metric, _params_text(group[0].params), dict(counts),
-                       _spread([c.observed for c in group if c.observed is not None], group[0].unit), target, provenance)
+                       _spread([c.observed for c in group if c.observed is not None], group[0].unit), target,
+                       provenance)
         )
     return rows
 
@@ -157,7 +161,8 @@ def _figure_rows(measurements: list[Measurement]) -> list[FigureRow]:
         where = f"{first.location.host}/{first.location.device}" if len(group) == 1 else f"{len(group)} locations"
         caveats = "; ".join(dict.fromkeys(c for c in (m.caveat for m in group) if c))
         rows.append(
-            FigureRow(first.metric, _params_text(first.params), where, format_value(statistics.median(values), first.unit),
+            FigureRow(first.metric, _params_text(first.params), where,
+                      format_value(statistics.median(values), first.unit),
                       format_value(min(values), first.unit), format_value(max(values), first.unit), len(group), caveats)
         )
     return rows
@@ -168,7 +173,8 @@ def _collective_plots(measurements: list[Measurement], expectations: list[dict[s
     by_metric: dict[str, dict[str, list[tuple[float, float]]]] = {}
     units: dict[str, str] = {}
     for m in measurements:
-        if not m.metric.endswith("busbw_gbps") or m.metric.startswith(("scaling.", "pairwise.")) or "size_bytes" not in m.params:
+        if (not m.metric.endswith("busbw_gbps") or m.metric.startswith(("scaling.", "pairwise."))
+                or "size_bytes" not in m.params):
             continue
         label = f"{m.params.get('ranks', '?')} ranks" + (" in-place" if m.params.get("inplace") else "")
         by_metric.setdefault(m.metric, {}).setdefault(label, []).append((float(m.params["size_bytes"]), m.value))
@@ -185,7 +191,8 @@ def _collective_plots(measurements: list[Measurement], expectations: list[dict[s
             for e in expectations
             if e.get("metric") == metric
         ]
-        ordered = [plots.Line(label, sorted(points)) for label, points in sorted(lines.items(), key=lambda kv: _rank_order(kv[0]))]
+        ordered = [plots.Line(label, sorted(points)) for label,
+                   points in sorted(lines.items(), key=lambda kv: _rank_order(kv[0]))]
         svg = plots.busbw_by_size(metric, ordered, markers, units[metric])
         caption = "bus bandwidth as nccl-tests defines it; dashed: the profile's expectation" if markers else \
             "bus bandwidth as nccl-tests defines it; the profile states no expectation for it"
@@ -219,7 +226,8 @@ def _bar_plots(measurements: list[Measurement], stragglers: list[Straggler]) -> 
             per_rank = level != NODE and all(device.startswith("rank ") for _, device in values)
             title = f"{group.label} per {'rank' if per_rank else level}"
             named = [b.label for b in bars if b.outlier]
-            caption = f"stragglers: {', '.join(named[:10])}{' ...' if len(named) > 10 else ''}" if named else "no stragglers"
+            caption = (f"stragglers: {', '.join(named[:10])}{' ...' if len(named) > 10 else ''}" if named
+                   else "no stragglers")
             svg = plots.location_bars(title, group.unit, group.better, bars, median)
             result.append(Plot(title, Markup(svg), caption))
     return result
@@ -234,7 +242,8 @@ def _storage_value(group: list[Measurement]) -> tuple[float, bool]:
     return statistics.median(m.value for m in group), False
 
 
-def _storage_series(by_target: dict[str, dict[str, list[Measurement]]], targets: list[str], metrics: tuple[str, ...]) -> dict[str, list[float | None]]:
+def _storage_series(by_target: dict[str, dict[str, list[Measurement]]], targets: list[str],
+                    metrics: tuple[str, ...]) -> dict[str, list[float | None]]:
     series = {}
     for metric in metrics:
         values: list[float | None] = []
@@ -263,7 +272,8 @@ def _storage_plots(measurements: list[Measurement]) -> list[Plot]:
         return []
     targets = sorted(by_target)
     result = []
-    for metrics, unit, title in ((STORAGE_IOPS, "IOPS, ops/s", "IOPS per target"), (STORAGE_GBPS, "GB/s", "bandwidth per target")):
+    for metrics, unit, title in ((STORAGE_IOPS, "IOPS, ops/s", "IOPS per target"),
+                                 (STORAGE_GBPS, "GB/s", "bandwidth per target")):
         series = _storage_series(by_target, targets, metrics)
         if series:
             result.append(Plot(title, Markup(plots.grouped_bars(title, unit, targets, series))))
@@ -321,7 +331,10 @@ def family_sections(results: RunResults, stragglers: list[Straggler]) -> list[Fa
         if family in plot_makers and measurements:
             section.plots = plot_makers[family](measurements)
         elif family in BAR_FAMILIES:
-            section.plots = _bar_plots(measurements + per_rank.get(family, []), stragglers)
+            # A node's copy matrix is drawn as a matrix: per-pair bars would be 112 plots a node.
+            bars = [m for m in measurements if m.metric != COPY_MATRIX_METRIC]
+            section.plots = _bar_plots(bars + per_rank.get(family, []), stragglers)
+            section.plots += [Plot(p.title, Markup(p.svg), p.caption) for p in copy_matrix_plots(measurements, checks)]
         sections.append(section)
     return sections
 

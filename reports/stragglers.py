@@ -113,12 +113,12 @@ def peer_groups(measurements: list[Measurement]) -> list[PeerGroup]:
     groups: dict[tuple, PeerGroup] = {}
     duplicated: set[tuple] = set()
     for m in measurements:
-        if is_job_level(m.location):
+        spec = METRICS.get(m.metric)
+        if is_job_level(m.location) or (spec is not None and not spec.compared_across_locations):
             continue
         key = (m.metric, tuple(sorted((k, str(v)) for k, v in m.params.items())))
         group = groups.get(key)
         if group is None:
-            spec = METRICS.get(m.metric)
             group = groups[key] = PeerGroup(m.metric, dict(m.params), m.unit, spec.better if spec else Better.HIGHER)
         where = (m.location.host, m.location.device)
         if where in group.values:
@@ -147,7 +147,8 @@ def per_rank_measurements(measurements: list[Measurement]) -> list[Measurement]:
     return found
 
 
-def _stragglers_of(group: PeerGroup, values: dict[tuple[str, str], float], level: str, tolerance: float) -> list[Straggler]:
+def _stragglers_of(group: PeerGroup, values: dict[tuple[str, str], float],
+                   level: str, tolerance: float) -> list[Straggler]:
     standings = peer_standings(values, tolerance, group.better)
     return [
         Straggler(group.metric, group.params, level, host, device, standing.value, standing.median, group.unit,

@@ -74,7 +74,8 @@ def _checks_table_min_width(checks: list[Check], show_rank: bool) -> int:
     Params at its widest word, plus the borders and padding (3 characters a column, and 1)."""
     rows = [_check_cells(check, show_rank) for check in checks]
     widths = [
-        _longest_token([column] + [r[i] for r in rows]) if column == "Params" else max(len(column), *(len(r[i]) for r in rows))
+        _longest_token([column] + [r[i] for r in rows]) if column == "Params" else max(len(column),
+                                                                                       *(len(r[i]) for r in rows))
         for i, column in enumerate(CHECK_COLUMNS)
     ]
     return sum(widths) + 3 * len(widths) + 1
@@ -85,7 +86,8 @@ def _checks_table(checks: list[Check], show_rank: bool) -> Table:
     table = Table(title="Checks", title_justify="left", show_lines=False)
     for i, column in enumerate(CHECK_COLUMNS):
         fixed = column not in ("Params",)
-        table.add_column(column, no_wrap=fixed, overflow="fold", min_width=_longest_token([column] + [r[i] for r in rows]))
+        table.add_column(column, no_wrap=fixed, overflow="fold",
+                         min_width=_longest_token([column] + [r[i] for r in rows]))
     for check, cells in zip(checks, rows):
         table.add_row(Text(cells[0], style=VERDICT_STYLES[check.verdict.value]), *_plain(*cells[1:]))
     return table
@@ -125,7 +127,8 @@ def _unjudged_table(measurements: list[Measurement], show_rank: bool) -> Table:
         params = _params(m.params) + (f" (largest of {points})" if points > 1 else "")
         rows.append([m.metric, params, _where(m.location, show_rank), format_value(m.value, m.unit)])
     for i, column in enumerate(("Metric", "Params", "Where", "Value")):
-        table.add_column(column, overflow="fold", no_wrap=column != "Params", min_width=_longest_token([column] + [r[i] for r in rows]))
+        table.add_column(column, overflow="fold", no_wrap=column != "Params",
+                         min_width=_longest_token([column] + [r[i] for r in rows]))
     for row in rows:
         table.add_row(*_plain(*row))
     return table
@@ -145,7 +148,8 @@ MAX_STRAGGLERS = 10  # the terminal names the worst; report.html and summary.md 
 
 def _stragglers_table(results: RunResults) -> Table | None:
     """The worst stragglers (nodes first), by the rule of clusterbench.reports.stragglers; None when none."""
-    stragglers = find_stragglers(results.measurements + per_rank_measurements(results.measurements), outlier_tolerance(results))
+    stragglers = find_stragglers(results.measurements + per_rank_measurements(results.measurements),
+                                 outlier_tolerance(results))
     if not stragglers:
         return None
     shown = stragglers[:MAX_STRAGGLERS]
@@ -154,7 +158,8 @@ def _stragglers_table(results: RunResults) -> Table | None:
     for column in ("Where", "Figure", "Value", "Median", "Worse by"):
         table.add_column(column, overflow="fold", no_wrap=column in ("Value", "Median", "Worse by"))
     for s in shown:
-        table.add_row(*_plain(s.where, s.label, format_value(s.value, s.unit), format_value(s.median, s.unit), f"{s.shortfall:.1%}"))
+        table.add_row(*_plain(s.where, s.label, format_value(s.value, s.unit), format_value(s.median, s.unit),
+                              f"{s.shortfall:.1%}"))
     return table
 
 
@@ -185,15 +190,17 @@ def render_summary(results: RunResults, *, width: int | None, color: bool) -> st
     `width` is the terminal's; None (no terminal: a CI log) keeps every table whole at the width its
     content needs. In a terminal too narrow for the checks table, each check takes one line.
     """
+    buffer = io.StringIO()
     console = Console(
-        file=io.StringIO(),
+        file=buffer,
         width=width or UNLIMITED_WIDTH,
         force_terminal=color,
         color_system="standard" if color else None,
         soft_wrap=width is None,
     )
     judged = {(c.metric, tuple(sorted(c.params.items())), c.location) for c in results.checks}
-    unjudged = [m for m in results.measurements if (m.metric, tuple(sorted(m.params.items())), m.location) not in judged]
+    unjudged = [m for m in results.measurements if (m.metric,
+                                                    tuple(sorted(m.params.items())), m.location) not in judged]
     run = results.run
     show_rank = run.world_size > 1
     backend = f" · backend {run.backend}" if run.backend else ""
@@ -227,6 +234,7 @@ def render_summary(results: RunResults, *, width: int | None, color: bool) -> st
     tests = " · ".join(f"{n} {label}" for label, n in results.test_counts().items()) or "no test"
     checks = " · ".join(f"{n} {verdict}" for verdict, n in results.counts().items())
     verdict = results.verdict
-    console.print(Text.assemble("verdict: ", (verdict, VERDICT_STYLES.get(verdict, "bold")), f"  (tests: {tests}; checks: {checks})"))
+    console.print(Text.assemble("verdict: ", (verdict, VERDICT_STYLES.get(verdict, "bold")),
+                                f"  (tests: {tests}; checks: {checks})"))
     console.print(Text(results.verdict_note(), style="cyan" if verdict == NO_EXPECTATION else ""))
-    return console.file.getvalue()
+    return buffer.getvalue()

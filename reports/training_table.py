@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from clusterbench.model import Measurement
 
 _COLUMNS = ("ranks", "span", "step ms", "p90 ms", "data ms", "comm ms", "tokens/s", "tok/s/dev", "effic.",
@@ -17,7 +19,7 @@ def _value(figures: dict[str, Measurement], metric: str) -> float | None:
     return figures[metric].value if metric in figures else None
 
 
-def render_scaling_table(measurements: list[Measurement], *, title: str, footer: list[str] = ()) -> str:
+def render_scaling_table(measurements: list[Measurement], *, title: str, footer: Sequence[str] = ()) -> str:
     rows: dict[tuple[int, str], dict[str, Measurement]] = {}
     for m in measurements:
         rows.setdefault((int(m.params["ranks"]), str(m.params["span"])), {})[m.metric] = m

@@ -13,7 +13,8 @@ CPU_DEVICE = {"torch_device": "cpu", "kind": "cpu", "index": 0, "name": "Test CP
               "compute_capability": None, "count_cores": 2}
 
 
-def run_info(started_at: str, *, cluster: str = "test-cluster", quick: bool = True, devices: list | None = None) -> RunInfo:
+def run_info(started_at: str, *, cluster: str = "test-cluster", quick: bool = True,
+             devices: list | None = None) -> RunInfo:
     return RunInfo(
         cluster=cluster, profile={"name": cluster, "files": []}, hosts=["node1"], world_size=1, launcher="none",
         backend=None, started_at=started_at, command_line=["pytest"], versions={"clusterbench": "0.1.0"},

@@ -36,7 +36,8 @@ class SuiteRun:
 
 def run_suite(tmp_path: Path, *args: str, timeout: int = 300) -> SuiteRun:
     report_dir = tmp_path / "report"
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--quick", "--report-dir", str(report_dir), *args]
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--quick", "--report-dir", str(report_dir),
+               *args]
     proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
     return SuiteRun(proc.returncode, proc.stdout, proc.stderr, report_dir)
 
@@ -90,7 +91,9 @@ def test_unmeasurable_probes_are_skipped_not_passed(tmp_path):
     summary_line = run.stdout.strip().splitlines()[-1]
     assert "2 skipped" in summary_line and "passed" not in summary_line, summary_line
     # pytest's "collected" counts the item clusterbench adds, so its counts add up with its last line.
-    collected, deselected, selected = map(int, re.search(r"collected (\d+) items / (\d+) deselected / (\d+) selected", run.stdout).groups())
+    collected, deselected, selected = map(int,
+                                          re.search(r"collected (\d+) items / (\d+) deselected / (\d+) selected",
+                                                    run.stdout).groups())
     assert collected - deselected == selected == len(run.results["tests"]) == 3
     assert "tests: 1 no expectation · 2 skipped;" in " ".join(run.stdout.split())
 
@@ -121,7 +124,8 @@ def test_verdicts_become_outcomes_and_junit_properties(tmp_path, target, toleran
     properties = {n[len(prefix):]: v for n, v in everything.items() if n.startswith(prefix)}
     assert properties["verdict"] == verdict and properties["check.0.verdict"] == verdict
     assert properties["check.0.unit"] == "TFLOP/s" and float(properties["measurement.0.value"]) > 0
-    suite = {p.get("name"): p.get("value") for p in ET.parse(junit).getroot().iter("property") if p.get("name").startswith("clusterbench.")}
+    suite = {p.get("name"): p.get("value") for p in ET.parse(junit).getroot().iter("property")
+             if p.get("name").startswith("clusterbench.")}
     assert suite["clusterbench.verdict"] == verdict and suite[f"clusterbench.checks.{verdict}"] == "1"
     if verdict == "WARN":
         assert "WARN" in run.stdout and "1 warn" in run.stdout

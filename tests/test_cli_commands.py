@@ -50,16 +50,23 @@ def test_starter_profile_of_a_gpu_node_carries_the_hardware_table_expectations(t
     path.write_text(starter_profile_text(local, "h200-box"))
     loaded = resolve_cluster(str(path), tmp_path)
     assert loaded.cluster.accelerators_per_node == 8
-    pairs = lambda p: sorted((e.metric, tuple(sorted(e.params.items())), e.target, e.provenance, e.source) for e in p.expectations)
+
+    def pairs(p):
+        return sorted((e.metric, tuple(sorted(e.params.items())), e.target, e.provenance, e.source)
+                      for e in p.expectations)
+
     # Every expectation of the local profile, unchanged (loading adds gpu.count from accelerators_per_node).
     assert set(pairs(local)) <= set(pairs(loaded)) and pairs(local)
     assert all(e.provenance in tuple(Provenance) for e in loaded.expectations)
 
 
 def test_run_is_pytest_with_a_cluster(tmp_path):
-    (tmp_path / "test_one.py").write_text("def test_one(request):\n    assert request.config.getoption('cluster') == 'local'\n")
-    run = subprocess.run([sys.executable, "-m", "clusterbench.cli", "run", "-q", "-p", "no:cacheprovider", "test_one.py",
-                          "--report-dir", str(tmp_path / "out")], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    (tmp_path / "test_one.py").write_text("def test_one(request):\n    assert "
+                                          "request.config.getoption('cluster') == 'local'\n")
+    run = subprocess.run([sys.executable, "-m", "clusterbench.cli", "run", "-q", "-p", "no:cacheprovider",
+                          "test_one.py",
+                          "--report-dir", str(tmp_path / "out")], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, check=False)
     assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout + run.stderr
 
 

@@ -51,7 +51,8 @@ def check_pod_spec(spec: dict) -> dict:
     assert all(m["mountPath"].startswith("/") for m in container["volumeMounts"])
     command = container["command"] + container.get("args", [])
     assert command[0] == "torchrun" and "pytest" in command
-    assert any(arg.startswith("--cluster=") for arg in command) and any(arg.startswith("--report-dir=/reports/") for arg in command)
+    assert any(arg.startswith("--cluster=") for arg in command)
+    assert any(arg.startswith("--report-dir=/reports/") for arg in command)
     assert any(m["mountPath"] == "/reports" for m in container["volumeMounts"])
     return container
 
@@ -73,7 +74,8 @@ def test_pytorchjob_has_the_fields_the_training_operator_requires():
 
 def test_indexed_job_meets_at_pod_zero_through_its_headless_service():
     service, job = load("indexed-job.yaml")
-    assert (service["apiVersion"], service["kind"], job["apiVersion"], job["kind"]) == ("v1", "Service", "batch/v1", "Job")
+    assert (service["apiVersion"], service["kind"], job["apiVersion"], job["kind"]) == ("v1", "Service", "batch/v1",
+                                                                                        "Job")
     spec = job["spec"]
     assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"]
     pod = spec["template"]["spec"]
@@ -100,7 +102,8 @@ def test_sbatch_recipe_is_valid_bash_with_one_srun_line():
     assert checked.returncode == 0, checked.stderr
     lines = recipe.read_text().splitlines()
     assert lines[0] == "#!/bin/bash"
-    directives = dict((line.removeprefix("#SBATCH ") + "=").split("=")[:2] for line in lines if line.startswith("#SBATCH "))
+    directives = dict((line.removeprefix("#SBATCH ") + "=").split("=")[:2]
+                      for line in lines if line.startswith("#SBATCH "))
     assert {"--nodes", "--ntasks-per-node", "--gpus-per-task"} <= directives.keys()
     assert directives["--gpus-per-task"] == "1"  # one rank per GPU, as clusterbench lays ranks out
     sruns = [shlex.split(line) for line in lines if line.startswith("srun ")]

@@ -20,7 +20,8 @@ from clusterbench.world import World
 WORLD_SIZE = 3
 
 
-def run_ranks(deadline_s: float, body: Callable[[StoreExchange], Any], ranks: list[int] | None = None) -> tuple[dict, Any]:
+def run_ranks(deadline_s: float, body: Callable[[StoreExchange], Any],
+              ranks: list[int] | None = None) -> tuple[dict, Any]:
     """Run `body(exchange)` on a thread per rank in `ranks` (all by default), each with its own client
     of one real TCPStore; returns what each returned (or raised) by rank, and the server's store."""
     server = dist.TCPStore("127.0.0.1", 0, 1, True, timeout=dt.timedelta(seconds=30), wait_for_workers=False)
@@ -36,7 +37,8 @@ def run_ranks(deadline_s: float, body: Callable[[StoreExchange], Any], ranks: li
         except Exception as exc:  # the test reads what each rank raised
             outcomes[rank] = exc
 
-    threads = [threading.Thread(target=rank_main, args=(rank,)) for rank in (ranks if ranks is not None else range(WORLD_SIZE))]
+    threads = [threading.Thread(target=rank_main, args=(rank,))
+               for rank in (ranks if ranks is not None else range(WORLD_SIZE))]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -39,7 +39,8 @@ def _h200_results(caveat: str | None = None) -> dict:
     where = {"host": "gpu001", "rank": 0, "device": "cuda:0"}
     return {
         "measurements": [
-            {"metric": "gemm.tflops", "value": 741.0, "unit": "TFLOP/s", "params": {"dtype": "bf16"}, "samples": [741.0],
+            {"metric": "gemm.tflops", "value": 741.0, "unit": "TFLOP/s", "params": {"dtype": "bf16"},
+             "samples": [741.0],
              "details": {}, **where},
             {"metric": "memory.copy_gbps", "value": 4100.0, "unit": "GB/s", "params": {}, "samples": [4100.0],
              "details": {"caveat": caveat}, **where},
@@ -63,7 +64,8 @@ def test_rows_carry_verdict_and_percentages_from_the_hardware_table(gpu_check):
     assert spec is not None, "the hardware table must know the H200"
     rows = gpu_check.build_rows(_h200_results(caveat="a caveat"), {"cuda:0": "NVIDIA H200"}, table)
     gemm, copy, skipped = rows
-    assert (gemm.metric, gemm.params, gemm.where, gemm.verdict) == ("gemm.tflops", "dtype=bf16", "gpu001/cuda:0", "WARN")
+    assert (gemm.metric, gemm.params, gemm.where, gemm.verdict) == ("gemm.tflops", "dtype=bf16", "gpu001/cuda:0",
+                                                                    "WARN")
     assert gemm.of_spec == f"{100 * 741.0 / spec.peak('bf16'):.1f}%"
     published = spec.achievable_gemm_tflops("bf16")
     assert gemm.of_published == (f"{100 * 741.0 / published:.1f}%" if published else "")

@@ -16,7 +16,8 @@ def findings_for(*gpus, load=None):
 
 
 def under_load(index=0, clock_events=0, pcie_gen=5, temperature=70, samples=10):
-    load = GpuLoad(index, [LoadSample(i * 0.1, clock_events, 1980, 690.0, temperature, pcie_gen) for i in range(samples)])
+    load = GpuLoad(index,
+                   [LoadSample(i * 0.1, clock_events, 1980, 690.0, temperature, pcie_gen) for i in range(samples)])
     return LoadReport({index: load}, interval_s=0.1, duration_s=samples * 0.1)
 
 
@@ -64,7 +65,8 @@ def test_pcie_width_below_max_fails_even_at_idle():
     finding = only(findings_for(healthy(0, pcie_gen=1), healthy(1, pcie_gen=1), healthy(2, pcie_gen=1), gpu))
     assert (finding.metric, finding.severity) == ("gpu.pcie_width", "fail")
     assert finding.message == (
-        f"host node07 GPU 3 ({gpu.uuid}) PCIe link at Gen1 (idle) x8, max Gen5 x16: reseat the card or check the riser/slot"
+        f"host node07 GPU 3 ({gpu.uuid}) PCIe link at Gen1 (idle) x8, max Gen5 x16: reseat the "
+        "card or check the riser/slot"
     )
 
 
@@ -127,4 +129,5 @@ def test_gpu_lost_under_load_fails():
     report = under_load(samples=2)
     report.gpus[0].lost = "GPU lost (NVML_ERROR_GPU_IS_LOST while reading clock_event_mask)"
     finding = only(findings_for(healthy(0), load=report))
-    assert finding.message.endswith("was lost under load: GPU lost (NVML_ERROR_GPU_IS_LOST while reading clock_event_mask)")
+    assert finding.message.endswith("was lost under load: GPU lost (NVML_ERROR_GPU_IS_LOST while "
+                                    "reading clock_event_mask)")

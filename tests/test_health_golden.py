@@ -83,7 +83,8 @@ def test_outliers_across_five_hosts():
         f"host node03 GPU 3 ({odd_gpu[3].uuid}): PCIe width 8 differs from 16 on 39 of 40 GPUs",
     ]
     driver, width = findings
-    assert (driver.host, driver.gpu_index, driver.metric, driver.severity) == ("node04", None, "inventory.driver_version", "fail")
+    assert (driver.host, driver.gpu_index, driver.metric, driver.severity) == ("node04", None,
+                                                                               "inventory.driver_version", "fail")
     assert (width.host, width.gpu_index, width.metric) == ("node03", 3, "gpu.pcie_width")
 
 

@@ -55,10 +55,12 @@ def test_fake_two_socket_host(tmp_path):
 
 def test_empty_root_gives_none_with_reasons(tmp_path):
     inventory = read_host_inventory(tmp_path)
-    assert (inventory.cpu_model, inventory.sockets, inventory.memory_total_bytes, inventory.numa_nodes, inventory.os) == (
+    assert (inventory.cpu_model, inventory.sockets, inventory.memory_total_bytes, inventory.numa_nodes,
+            inventory.os) == (
         None, None, None, None, None,
     )
-    assert set(inventory.unavailable) >= {"cpu_model", "sockets", "cores_physical", "memory_total_bytes", "numa_nodes", "os"}
+    assert set(inventory.unavailable) >= {"cpu_model", "sockets", "cores_physical", "memory_total_bytes", "numa_nodes",
+                                          "os"}
     assert inventory.unavailable["memory_total_bytes"] == "no MemTotal in /proc/meminfo"
     # what does not come from files is still there
     assert inventory.kernel == platform.release() and inventory.hostname

@@ -115,7 +115,8 @@ def test_throttle_reasons_missing_from_driver_says_so():
 
 def test_sampler_without_nvml_passes_its_reason_on():
     load = LoadReport({}, 0.1, not_measured="NVML unavailable: Driver Not Loaded")
-    assert missing(measure(healthy(0), load=load))[("gpu.throttle_reasons", "gpu0")] == "NVML unavailable: Driver Not Loaded"
+    reasons = missing(measure(healthy(0), load=load))
+    assert reasons[("gpu.throttle_reasons", "gpu0")] == "NVML unavailable: Driver Not Loaded"
 
 
 def test_nvml_unavailable_marks_every_metric_on_the_node():

@@ -49,7 +49,8 @@ def test_faulty_gpu_counts_are_read():
     )
     record = read_gpu_inventory(FakeNvml([gpu])).gpus[0]
     assert record.ecc.volatile_uncorrected == 2
-    assert (record.memory_repair.uncorrected, record.memory_repair.pending, record.memory_repair.failure) == (2, True, True)
+    assert (record.memory_repair.uncorrected, record.memory_repair.pending, record.memory_repair.failure) == (2, True,
+                                                                                                              True)
     assert record.pcie.width_current == 8
     assert record.nvlink.down == [17]
 

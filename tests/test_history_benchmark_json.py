@@ -16,7 +16,8 @@ from history_results import measurement, results
 def test_section_carries_units_directions_and_regressions():
     run = results([measurement("memory.copy_gbps", 17.5), measurement("storage.randread_p99_us", 250.0, unit="us")])
     run.run.run_id = "20260102T000000Z-abcdef"
-    run.checks.append(Check("memory.copy_gbps", {}, Verdict.FAIL, 17.5, 25.0, "GB/s", "history", "window", "regression"))
+    run.checks.append(Check("memory.copy_gbps", {}, Verdict.FAIL, 17.5, 25.0, "GB/s", "history", "window",
+                            "regression"))
     run.checks.append(Check("memory.copy_gbps", {}, Verdict.PASS, 17.5, 10.0, "GB/s", "spec", "sheet", "ok"))
     section = json.loads(json.dumps(clusterbench_section(run)))
     assert section["run_id"] == "20260102T000000Z-abcdef" and "--compare" in section["about"]

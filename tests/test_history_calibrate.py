@@ -28,7 +28,8 @@ def sweep(value_at_largest: float) -> list[Measurement]:
 
 
 def figures_of_a_run() -> list[Measurement]:
-    two_gpus = [Measurement("gemm.tflops", v, "TFLOP/s", {"dtype": "bf16"}, Location("n1", r, f"cuda:{r}"), samples=[v] * 5)
+    two_gpus = [Measurement("gemm.tflops", v, "TFLOP/s", {"dtype": "bf16"}, Location("n1", r, f"cuda:{r}"),
+                            samples=[v] * 5)
                 for r, v in ((0, 700.0), (1, 720.0))]
     return [
         *two_gpus,
@@ -61,7 +62,8 @@ def test_written_profile_loads_and_judges_the_same_figures_as_passing(tmp_path):
                       Settings(outlier_tolerance=0.08), (), storage=StorageSettings(targets=("/scratch",)))
     run = figures_of_a_run()
     path = tmp_path / "lab-baseline.toml"
-    count = write_calibrated_profile(path, profile, run, run_id="RUN1", date="2026-01-02", fingerprint="abc", margin=0.1)
+    count = write_calibrated_profile(path, profile, run, run_id="RUN1", date="2026-01-02", fingerprint="abc",
+                                     margin=0.1)
     loaded = resolve_cluster(str(path), tmp_path)
     assert count == 3 and loaded.cluster.name == "lab" and loaded.settings.outlier_tolerance == 0.08
     assert loaded.storage.targets == ("/scratch",)

@@ -36,7 +36,8 @@ def history(tmp_path) -> tuple[Path, list[str]]:
     with HistoryStore.open(path) as store:
         run_ids = [
             store.record(results([measurement("memory.copy_gbps", 10.0 + day),
-                                  measurement("gemm.tflops", 0.5, {"dtype": "bf16"}, unit="TFLOP/s")], day=day).to_json())
+                                  measurement("gemm.tflops", 0.5, {"dtype": "bf16"}, unit="TFLOP/s")],
+                                 day=day).to_json())
             for day in (1, 2, 3)
         ]
     return path, run_ids
@@ -124,7 +125,8 @@ def test_console_command_end_to_end(history, tmp_path, capsys):
 def test_listing_an_empty_file_says_it_holds_no_history_and_leaves_it_empty(tmp_path):
     empty = tmp_path / "touched.sqlite"
     empty.touch()  # SQLite would take a 0-byte file for an empty database
-    failed = subprocess.run(["clusterbench", "history", "list", str(empty)], check=False, capture_output=True, text=True)
+    failed = subprocess.run(["clusterbench", "history", "list", str(empty)], check=False, capture_output=True,
+                            text=True)
     assert failed.returncode == 2 and failed.stderr.count("\n") == 1
     assert f"{empty}: holds no clusterbench history (an empty file or database); nothing to read" in failed.stderr
     assert empty.stat().st_size == 0

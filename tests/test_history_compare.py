@@ -28,7 +28,7 @@ from clusterbench.history.noise import (
 from clusterbench.history.store import HistoryStore
 from clusterbench.judge import judge_regressions
 from clusterbench.model import Better, Check, Verdict
-from clusterbench.profile import load_profile_file
+from clusterbench.profile_loader import load_profile_file
 from clusterbench.results import Trend
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -91,9 +91,11 @@ def test_a_spread_seen_in_few_runs_widens_the_band_as_students_t():
     # Textbook quantiles: t(0.975; 4 dof) = 2.776, t(0.95; 10 dof) = 1.812.
     assert student_t_tail(2.776445, 4) == pytest.approx(0.025, rel=1e-5)
     assert student_t_tail(1.812461, 10) == pytest.approx(0.05, rel=1e-5)
-    assert widened_k(3.0, 5) == pytest.approx(6.6202, rel=1e-4) and widened_k(3.0, 30) == pytest.approx(3.2804, rel=1e-4)
+    assert widened_k(3.0, 5) == pytest.approx(6.6202, rel=1e-4) and widened_k(3.0, 30) == pytest.approx(3.2804,
+                                                                                                        rel=1e-4)
     # 15% down against 5 runs spread by ~3%: 5 deviations of the MAD, but well within what 5 runs can tell.
-    assert compare_with_window(85.0, [100.0, 104.0, 96.0, 102.0, 98.0], Better.HIGHER, RULE).change is Change.WITHIN_NOISE
+    assert compare_with_window(85.0,
+                               [100.0, 104.0, 96.0, 102.0, 98.0], Better.HIGHER, RULE).change is Change.WITHIN_NOISE
     assert compare_with_window(70.0, [100.0, 104.0, 96.0, 102.0, 98.0], Better.HIGHER, RULE).change is Change.REGRESSION
 
 
@@ -103,7 +105,9 @@ def test_the_band_is_of_the_difference_with_the_baseline():
     assert difference_sigma(1.0, 100) == pytest.approx((1 + 3.14159 / 200) ** 0.5, rel=1e-4)
 
 
-@pytest.mark.parametrize("text, window, run_id", [("last", 1, None), ("window:7", 7, None), ("20260101T000000Z-abc123", None, "20260101T000000Z-abc123")])
+@pytest.mark.parametrize("text, window, run_id",
+                         [("last", 1, None), ("window:7", 7, None),
+                          ("20260101T000000Z-abc123", None, "20260101T000000Z-abc123")])
 def test_compare_specs(text, window, run_id):
     spec = parse_compare_spec(text)
     assert (spec.window, spec.run_id) == (window, run_id)
@@ -147,10 +151,12 @@ def compare(path: Path, figures, spec: str, verdict: Verdict = Verdict.FAIL, rul
 def test_a_regression_check_carries_both_runs_figures(tmp_path):
     path = tmp_path / "history.sqlite"
     stored_history(path, [20.0, 20.2, 19.8, 20.1, 19.9, 20.0])
-    figures = [measurement("memory.copy_gbps", 15.0), measurement("storage.randread_p99_us", 300.0, {"target": "/scratch"}, unit="us")]
+    figures = [measurement("memory.copy_gbps", 15.0),
+               measurement("storage.randread_p99_us", 300.0, {"target": "/scratch"}, unit="us")]
     checks = compare(path, figures, "window:5").checks
     summary, *changes = checks
-    assert summary.verdict is Verdict.PASS and "2 figure(s) compared" in summary.message and "2 regression" in summary.message
+    assert summary.verdict is Verdict.PASS
+    assert "2 figure(s) compared" in summary.message and "2 regression" in summary.message
     by_metric = {c.metric: c for c in changes}
     copy = by_metric["memory.copy_gbps"]
     assert copy.verdict is Verdict.FAIL and copy.blocking and copy.provenance == "history"
@@ -292,6 +298,8 @@ def test_regression_settings_are_validated(write_profile, line, problem):
 
 
 def test_regression_settings_load(write_profile):
-    path = write_profile('[cluster]\nname = "x"\n[settings]\nregression_min_effect = 0.1\nregression_verdict = "warn"\n')
+    path = write_profile('[cluster]\nname = "x"\n[settings]\nregression_min_effect = '
+                         '0.1\nregression_verdict = "warn"\n')
     settings = load_profile_file(path, lambda name, origin: origin).settings
-    assert (settings.regression_min_effect, settings.regression_verdict, settings.regression_noise_k) == (0.1, "warn", 3.0)
+    assert (settings.regression_min_effect, settings.regression_verdict, settings.regression_noise_k) == (0.1, "warn",
+                                                                                                          3.0)

@@ -16,12 +16,8 @@ import pytest
 
 from clusterbench.history import schema
 from clusterbench.history.fingerprint import run_fingerprint
-from clusterbench.history.store import (
-    HistoryError,
-    HistoryLocked,
-    HistoryReadOnly,
-    HistoryStore,
-)
+from clusterbench.history.sqlite_errors import HistoryError, HistoryLocked, HistoryReadOnly
+from clusterbench.history.store import HistoryStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 from history_results import many_measurements, measurement, results

@@ -123,14 +123,16 @@ def test_aggregate_sums_throughput_takes_worst_latency_and_n_times_slowest_check
     assert combined["checkpoint.save_gbps"].value == 2.0  # total bytes over the longest time
     read = combined["storage.seqread_gbps"]
     assert read.params == {"target": "/shared", "ranks": 2} and read.samples == [2.0, 3.0]
-    assert read.location.device == "aggregate of 2 ranks" and read.details["by_rank"] == {"node0/0": 2.0, "node1/1": 3.0}
+    assert read.location.device == "aggregate of 2 ranks" and read.details["by_rank"] == {"node0/0": 2.0,
+                                                                                          "node1/1": 3.0}
 
 
 def _verdicts_and_stragglers(values, better=Better.HIGHER, tolerance=0.05):
     from clusterbench.reports.stragglers import find_stragglers
 
     metric = "gemm.tflops" if better is Better.HIGHER else "gpu.temperature_c"
-    ms = [Measurement(metric, v, "TFLOP/s", {"dtype": "bf16"}, Location("node01", i, f"cuda:{i}")) for i, v in enumerate(values)]
+    ms = [Measurement(metric, v, "TFLOP/s", {"dtype": "bf16"}, Location("node01", i, f"cuda:{i}")) for i,
+          v in enumerate(values)]
     failed = {c.location.device for c in judge_peers(ms, tolerance, better) if c.verdict is Verdict.FAIL}
     return failed, {s.device for s in find_stragglers(ms, tolerance)}
 

@@ -62,7 +62,8 @@ def test_space_form_values_that_are_existing_paths(tmp_path):
     history.touch()  # the second night: the file exists
     junit = out / "junit.xml"
     run = _pytest(site, "--cluster", "site-test", "--profiles-dir", str(profiles), "--storage-target", str(scratch),
-                  "--history", str(history), "--report-dir", str(out), "--junitxml", str(junit), "-k", "test_site_copy or fp32")
+                  "--history", str(history), "--report-dir", str(out), "--junitxml", str(junit), "-k",
+                  "test_site_copy or fp32")
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"rootdir: {site}" in run.stdout
     results = json.loads((out / "results.json").read_text())
@@ -98,7 +99,8 @@ def test_junit_file_valid_for_its_family(tmp_path, family):
     shutil.copy(SITE_TEST, tmp_path / "test_site_copy.py")
     (tmp_path / "site.toml").write_text(PROFILE)
     junit = tmp_path / "junit.xml"
-    run = _pytest(tmp_path, "--cluster=site.toml", "-o", f"junit_family={family}", "--report-dir", str(tmp_path / "out"),
+    run = _pytest(tmp_path, "--cluster=site.toml", "-o", f"junit_family={family}", "--report-dir",
+                  str(tmp_path / "out"),
                   "--junitxml", str(junit), "test_site_copy.py")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "PytestWarning" not in run.stdout + run.stderr

@@ -19,7 +19,8 @@ def run():
 def _row_of(check, text: str) -> str | None:
     where = f"{check.location.host}/{check.location.device}" if check.location else "-"
     target = format_value(check.target, check.unit)
-    return next((line for line in text.splitlines() if check.metric in line and f"{where} " in line and target in line), None)
+    return next((line for line in text.splitlines() if check.metric in line and f"{where} " in line and target in line),
+                None)
 
 
 def test_without_a_tty_every_check_is_one_whole_row(run):
@@ -53,11 +54,14 @@ def test_metrics_prom_parses_with_every_figure_and_verdict(run):
     text = render_openmetrics(run)
     families = {f.name: f for f in parser.text_string_to_metric_families(text)}
     assert all(f.type == "gauge" for f in families.values())
-    figure_series = {(m.metric, m.location.host, m.location.device, str(m.location.rank), tuple(sorted((k, str(v)) for k, v in m.params.items())))
+    figure_series = {(m.metric, m.location.host, m.location.device, str(m.location.rank),
+                      tuple(sorted((k, str(v)) for k, v in m.params.items())))
                      for m in run.measurements}
     samples = [(name, s) for name, f in families.items() for s in f.samples]
-    figures = {(s.labels["host"], s.labels["device"], s.labels["rank"], name) for name, s in samples if not name.startswith(("clusterbench_check", "clusterbench_run"))}
-    assert len([1 for name, s in samples if not name.startswith(("clusterbench_check", "clusterbench_run"))]) == len(figure_series)
+    figures = {(s.labels["host"], s.labels["device"], s.labels["rank"], name) for name,
+               s in samples if not name.startswith(("clusterbench_check", "clusterbench_run"))}
+    assert len([1 for name,
+                s in samples if not name.startswith(("clusterbench_check", "clusterbench_run"))]) == len(figure_series)
     assert {("clusterbench_" + m.metric.replace(".", "_")) for m in run.measurements} <= set(families)
     assert all(len(f) == 4 for f in figures)
     verdicts = [s for s in families["clusterbench_check_verdict"].samples]

@@ -58,7 +58,8 @@ def test_figures_of_different_params_are_never_compared():
 
 
 def test_job_aggregates_and_one_device_measured_by_several_ranks_are_left_out():
-    aggregate = Measurement("storage.randread_iops", 10.0, "IOPS", {"ranks": 4}, Location("*", -1, "aggregate of 4 ranks"))
+    aggregate = Measurement("storage.randread_iops", 10.0, "IOPS", {"ranks": 4},
+                            Location("*", -1, "aggregate of 4 ranks"))
     shared_cpu = [Measurement("gemm.tflops", v, "TFLOP/s", {"dtype": "fp32"}, Location("vm", r, "cpu"))
                   for r, v in enumerate([0.05, 0.05, 0.01])]
     assert peer_groups([aggregate] + shared_cpu) == []
@@ -71,7 +72,8 @@ def test_two_peers_are_too_few_to_tell_which_is_slow():
 def test_normal_noise_over_thousands_of_devices_names_nobody_but_a_real_straggler_still_shows():
     rng = random.Random(3)
     # 62 +- 2 C: a 5% tolerance is 1.5 sigma, so only the z-score stands between noise and blame.
-    temperatures = [Measurement("gpu.temperature_c", rng.gauss(62, 2), "C", {}, Location(f"n{i // 8}", i, f"cuda:{i % 8}"))
+    temperatures = [Measurement("gpu.temperature_c", rng.gauss(62, 2), "C", {},
+                                Location(f"n{i // 8}", i, f"cuda:{i % 8}"))
                     for i in range(8192)]
     assert find_stragglers(temperatures, tolerance=0.05) == []
     temperatures[4242].value = 62 + 12.0  # 6 sigma: a GPU with a failing fan
@@ -98,5 +100,6 @@ def test_a_training_groups_ranks_are_placed_on_the_hosts_its_details_name():
                        details={"rank_step_median_ms": {"0": 29.0, "1": 30.0, "2": 45.0},
                                 "rank_hosts": {"0": "n0", "1": "n0"}})
     per_rank = per_rank_measurements([step])
-    assert [(m.location.host, m.location.rank, m.value) for m in per_rank] == [("n0", 0, 29.0), ("n0", 1, 30.0), ("rank 2", 2, 45.0)]
+    assert [(m.location.host, m.location.rank, m.value) for m in per_rank] == [("n0", 0, 29.0), ("n0", 1, 30.0),
+                                                                               ("rank 2", 2, 45.0)]
     assert all(m.metric == "train.step_time_ms" and m.params == params for m in per_rank)

@@ -205,7 +205,8 @@ def test_a_write_that_fails_midway_leaves_the_previous_file_and_no_temporary(tmp
     monkeypatch.setattr(atomic_module.os, "replace", full_disk)
     with pytest.raises(OSError):
         atomic_module.write_atomically(tmp_path / "summary.md", "new")
-    assert [p.name for p in tmp_path.iterdir()] == ["summary.md"] and (tmp_path / "summary.md").read_text() == "previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.md"]
+    assert (tmp_path / "summary.md").read_text() == "previous"
 
 
 def test_an_unwritable_report_dir_is_one_line(tmp_path):
@@ -218,7 +219,8 @@ def test_an_unwritable_report_dir_is_one_line(tmp_path):
 
 
 def _escaped(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&#34;").replace("'", "&#39;")
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&#34;").replace("'",
+                                                                                                              "&#39;")
 
 
 def test_a_run_cut_short_says_so_at_the_top_of_both_reports(tmp_path):
@@ -229,7 +231,8 @@ def test_a_run_cut_short_says_so_at_the_top_of_both_reports(tmp_path):
     assert html.index("<strong>Interrupted:</strong> the session was interrupted") < html.index('id="stragglers"')
     assert "results.json was not written" in html and "to not finished (unfinished)" in html
     summary = (tmp_path / "summary.md").read_text()
-    assert summary.startswith("## clusterbench: **FAIL**") and "> **Interrupted:** the session was interrupted" in summary
+    assert summary.startswith("## clusterbench: **FAIL**")
+    assert "> **Interrupted:** the session was interrupted" in summary
     assert "1 host · world size 1 · launcher" in summary
 
 
@@ -262,10 +265,12 @@ def test_a_long_plot_title_is_wrapped_not_cut_off():
     from clusterbench.model import Better
     from clusterbench.reports.plots import Bar, location_bars
 
-    title = "train.step_time_ms[batch=8,dtype=fp32,parallel=ddp,preset=tiny,ranks=2,seq_len=64,span=intra-node] per rank"
+    title = ("train.step_time_ms[batch=8,dtype=fp32,parallel=ddp,preset=tiny,ranks=2,seq_len=64,span=intra-node]"
+             " per rank")
     svg = location_bars(title, "ms", Better.LOWER, [Bar("n0/rank 0", 29.0, False), Bar("n0/rank 1", 30.0, False)], 29.5)
     lines = [t for t in re.findall(r">([^<>]+)</text>", svg) if "=" in t]  # the title's lines: only they hold params
     assert len(lines) == 2 and " ".join(lines) == title.replace(",", ", ")
-    short = location_bars("gemm.tflops per device", "TFLOP/s", Better.HIGHER, [Bar("a", 1.0, False), Bar("b", 1.0, False)], 1.0)
+    short = location_bars("gemm.tflops per device", "TFLOP/s", Better.HIGHER,
+                          [Bar("a", 1.0, False), Bar("b", 1.0, False)], 1.0)
     height = lambda svg: float(re.search(r'height="([\d.]+)pt"', svg).group(1))  # noqa: E731
     assert height(svg) > height(short)  # the extra line got its own room

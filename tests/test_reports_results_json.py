@@ -59,7 +59,8 @@ def test_check_from_json_keeps_a_missing_location_and_recomputes_the_margin():
     data = check.to_json()
     assert "host" not in data and data["margin"] == pytest.approx(-0.1)
     assert Check.from_json({**data, "margin": 99.0}) == check
-    located = Check("gemm.tflops", {}, Verdict.FAIL, 1.0, 2.0, "TFLOP/s", "spec", "s", "m", location=Location("h", 3, "cuda:3"))
+    located = Check("gemm.tflops", {}, Verdict.FAIL, 1.0, 2.0, "TFLOP/s", "spec", "s", "m",
+                    location=Location("h", 3, "cuda:3"))
     assert Check.from_json(located.to_json()) == located and located.blocking
 
 
@@ -105,7 +106,8 @@ def test_the_report_handler_renders_beside_the_results_or_into_out(tmp_path, cap
     assert run_report(argparse.Namespace(results=str(results_path), out=str(tmp_path / "elsewhere"))) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[-4:] == [
-        f"clusterbench: wrote {tmp_path / 'elsewhere' / name}" for name in ("report.html", "summary.md", "bad-nodes.txt", "metrics.prom")
+        f"clusterbench: wrote {tmp_path / 'elsewhere' / name}" for name in ("report.html", "summary.md",
+                                                                            "bad-nodes.txt", "metrics.prom")
     ]
     assert results_path.read_bytes() == original  # only read, never rewritten
 
@@ -132,8 +134,11 @@ def test_the_clusterbench_report_command_end_to_end(tmp_path):
     done = subprocess.run([*command, str(results_path)], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout.splitlines() == [
-        f"clusterbench: wrote {tmp_path / name}" for name in ("report.html", "summary.md", "bad-nodes.txt", "metrics.prom")
+        f"clusterbench: wrote {tmp_path / name}" for name in ("report.html", "summary.md", "bad-nodes.txt",
+                                                              "metrics.prom")
     ]
-    failed = subprocess.run([*command, str(tmp_path / "missing.json")], check=False, capture_output=True, text=True, timeout=120)
+    failed = subprocess.run([*command, str(tmp_path / "missing.json")], check=False, capture_output=True, text=True,
+                            timeout=120)
     assert failed.returncode == 2 and failed.stdout == ""
-    assert failed.stderr == f"clusterbench report: error: {tmp_path / 'missing.json'}: no such file (give the results.json of a run)\n"
+    assert failed.stderr == (f"clusterbench report: error: {tmp_path / 'missing.json'}: no such file "
+                             "(give the results.json of a run)\n")

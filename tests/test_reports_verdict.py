@@ -81,7 +81,8 @@ def test_a_run_that_judged_only_the_correctness_rules_does_not_say_pass_anywhere
     results = _cpu_run()
     assert results.verdict == NO_EXPECTATION and results.performance_judged == 0
     note = results.verdict_note()
-    assert "only 1 check of correctness rules, peers or health judged" in note and "no performance figure judged" in note
+    assert "only 1 check of correctness rules, peers or health judged" in note
+    assert "no performance figure judged" in note
     assert CPU_NOTE in note and "--calibrate" in note and "[[expect]]" in note
     documents = _documents(results)
     assert "verdict: NO EXPECTATION" in documents["terminal"] and "verdict: PASS" not in documents["terminal"]
@@ -90,7 +91,8 @@ def test_a_run_that_judged_only_the_correctness_rules_does_not_say_pass_anywhere
     for name, text in documents.items():
         assert "no performance figure judged" in " ".join(text.split()), name
     suite = dict(junit_run_properties(results))
-    assert suite["clusterbench.verdict"] == NO_EXPECTATION and "no performance figure judged" in suite["clusterbench.verdict_note"]
+    assert suite["clusterbench.verdict"] == NO_EXPECTATION
+    assert "no performance figure judged" in suite["clusterbench.verdict_note"]
 
 
 def test_a_judged_performance_figure_still_passes_and_a_broken_rule_still_fails():
@@ -98,7 +100,8 @@ def test_a_judged_performance_figure_still_passes_and_a_broken_rule_still_fails(
     expectation = Expectation("gemm.tflops", 0.05, "TFLOP/s", Better.HIGHER, 0.05, 0.0, Provenance.BASELINE,
                               "last week's run", {"dtype": "fp32"})
     results.checks.append(judge_measurement(expectation, results.measurements[0]))
-    assert results.verdict == "PASS" and results.verdict_note() == "1 performance figure judged against expected figures"
+    assert results.verdict == "PASS"
+    assert results.verdict_note() == "1 performance figure judged against expected figures"
     corrupt = _figure("collective.wrong", 3.0, "count", {"op": "all_reduce", "ranks": 2})
     results.checks.append(judge_exact(corrupt))
     assert results.verdict == "FAIL"
@@ -111,7 +114,8 @@ def test_one_set_of_counts_in_every_report_that_adds_up_with_pytests():
     documents = _documents(results)
     tally = "(tests: 1 passed · 2 no expectation · 2 skipped; checks: 1 PASS · 0 WARN · 0 NOT MEASURED · 0 FAIL)"
     assert tally in documents["terminal"]
-    assert "tests: 1 passed · 2 no expectation · 2 skipped (5 in all) · checks: 1 PASS · 0 WARN" in documents["markdown"]
+    counts = "tests: 1 passed · 2 no expectation · 2 skipped (5 in all) · checks: 1 PASS · 0 WARN"
+    assert counts in documents["markdown"]
     header = re.search(r'<table class="counts".*?</table>', documents["html"], re.S).group(0)
     cells = re.findall(r"<t[hd]>([^<]*)</t[hd]>", header)
     assert cells == ["", "passed", "no expectation", "skipped", "all", "tests", "1", "2", "2", "5"]
@@ -159,9 +163,11 @@ def _weak_scaling_run() -> RunResults:
         params = {**base, "ranks": ranks, "span": span}
         where = f"{ranks} ranks {span}"
         results.measurements.append(_figure("train.step_time_ms", step_ms, "ms", params, device=where))
-        results.measurements.append(_figure("train.tokens_per_s", 512 * ranks / step_ms * 1e3, "tokens/s", params, device=where))
+        results.measurements.append(_figure("train.tokens_per_s", 512 * ranks / step_ms * 1e3, "tokens/s", params,
+                                            device=where))
         if ranks == 2:
-            results.measurements.append(_figure("train.scaling_efficiency", 11.27 / 32.2, "fraction", params, device=where))
+            results.measurements.append(_figure("train.scaling_efficiency", 11.27 / 32.2, "fraction", params,
+                                                device=where))
     return results
 
 
@@ -224,9 +230,11 @@ def test_bad_nodes_are_listed_with_why_and_the_commands_to_drain_them(tmp_path):
     assert tmp_path / BAD_NODES_FILENAME in written
     lines = (tmp_path / BAD_NODES_FILENAME).read_text().splitlines()
     assert lines[0].startswith("# clusterbench run 20261201T080000Z-abcd")
-    assert "gpu007\tfailed: gemm.tflops[dtype=bf16]" in lines and "x; rm -rf /\tfailed: gemm.tflops[dtype=bf16]" in lines
+    assert "gpu007\tfailed: gemm.tflops[dtype=bf16]" in lines
+    assert "x; rm -rf /\tfailed: gemm.tflops[dtype=bf16]" in lines
     summary = (tmp_path / "summary.md").read_text()
-    assert "scontrol update nodename=gpu007 state=drain reason='clusterbench: failed: gemm.tflops[dtype=bf16]'" in summary
+    assert ("scontrol update nodename=gpu007 state=drain reason='clusterbench: failed: gemm.tflops[dtype=bf16]'"
+            in summary)
     assert "kubectl cordon gpu007" in summary and "never runs them" in summary
     assert "rm -rf" not in summary.split("```sh")[1]  # a host name no node can have gets no command
     page = (tmp_path / "report.html").read_text()
@@ -240,7 +248,8 @@ def test_a_clean_run_still_writes_an_empty_bad_nodes_list(tmp_path):
 
 
 def test_trend_runs_of_one_day_are_told_apart():
-    points = [TrendPoint("run-a", "2026-12-01T02:00:05+00:00", 1.0), TrendPoint("run-b", "2026-12-01T14:30:00+00:00", 2.0),
+    points = [TrendPoint("run-a", "2026-12-01T02:00:05+00:00", 1.0),
+              TrendPoint("run-b", "2026-12-01T14:30:00+00:00", 2.0),
               TrendPoint("run-c", "2026-12-01T14:30:40+00:00", 3.0)]
     labels = run_labels(points)
     assert labels == ["2026-12-01 02:00", "2026-12-01 14:30 run-b", "2026-12-01 14:30 run-c"]

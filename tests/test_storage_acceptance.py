@@ -96,7 +96,8 @@ source = "test fixture: the job's aggregate"
     per_rank = sorted(m["rank"] for m in reads if "ranks" not in m["params"])
     (aggregate,) = [m for m in reads if m["params"].get("ranks") == 2]
     assert per_rank == [0, 1] and aggregate["value"] == sum(m["value"] for m in reads if m["rank"] in (0, 1))
-    by_provenance = sorted((c["provenance"], c["rank"]) for c in data["checks"] if c["metric"] == "storage.seqread_gbps")
+    by_provenance = sorted((c["provenance"], c["rank"])
+                           for c in data["checks"] if c["metric"] == "storage.seqread_gbps")
     assert by_provenance == [("baseline", 0), ("baseline", 1), ("contract", -1)]
     assert all(c["verdict"] == "PASS" for c in data["checks"])
     assert sorted(p.name for p in target.iterdir()) == []  # both ranks removed their workspaces

@@ -43,7 +43,9 @@ ALL_METRICS = {
 
 
 @pytest.mark.parametrize("engine", [
-    pytest.param("fio", marks=pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed (apt-get install fio)")),
+    pytest.param("fio",
+                 marks=pytest.mark.skipif(shutil.which("fio") is None,
+                                          reason="fio is not installed (apt-get install fio)")),
     "python",
 ])
 def test_every_metric_is_measured_with_its_registered_unit_and_nothing_is_left(tmp_path, engine):
@@ -101,7 +103,8 @@ def test_corrupt_data_is_raised_after_every_workload_ran_with_the_figures_kept(t
 
 def test_a_working_size_shrinks_the_files_to_fit(tmp_path):
     result = measure_storage(tmp_path, engine="python", working_size=2 * MiB, **SMALL)
-    sizes = [m.details["size_per_job"] * m.params["numjobs"] for m in result.measurements if "size_per_job" in m.details]
+    sizes = [m.details["size_per_job"] * m.params["numjobs"]
+             for m in result.measurements if "size_per_job" in m.details]
     assert sizes and max(sizes) <= 2 * MiB
 
 
@@ -135,7 +138,8 @@ def test_a_figure_that_may_be_the_page_cache_is_never_presented_as_a_disk_figure
     assert page_cache_caveat(read, facts()) == (False, None)
     buffered = replace(read, direct=False)
     possible, caveat = page_cache_caveat(buffered, facts(direct=False))
-    assert possible and "buffered I/O because the filesystem refuses O_DIRECT" in caveat and "not a disk figure" in caveat
+    assert possible
+    assert "buffered I/O because the filesystem refuses O_DIRECT" in caveat and "not a disk figure" in caveat
     big = replace(buffered, size_per_job=16 << 30)
     possible, caveat = page_cache_caveat(big, facts(direct=False))
     assert not possible and "exceeds RAM" in caveat

@@ -28,7 +28,8 @@ def checkpoint_on_rank(rank: int, world_size: int, targets: list[str]):
     with Workspace.create(Path(targets[rank]), None) as workspace:
         facts = probe_target(workspace)
         figures = measure_distributed_checkpoint(workspace, facts, Location(f"node{rank}", rank, "node"), TINY, group)
-    return [(m.metric, m.value, m.params, m.details["ranks_writing"]) for m in figures], workspace.cleanup_report.complete
+    return [(m.metric, m.value, m.params,
+             m.details["ranks_writing"]) for m in figures], workspace.cleanup_report.complete
 
 
 def test_two_ranks_write_and_read_one_sharded_checkpoint(tmp_path):
@@ -85,5 +86,6 @@ def test_a_strangers_file_in_a_checkpoint_directory_is_left_and_reported(tmp_pat
         (directory / "someone-elses").write_text("not ours")
         workspace.remove("dcp-0")
     report = workspace.cleanup_report
-    assert not report.complete and report.left_behind == ["dcp-0/someone-elses (not created by clusterbench; left in place)"]
+    assert not report.complete and report.left_behind == ["dcp-0/someone-elses (not created by "
+                                                          "clusterbench; left in place)"]
     assert [p.name for p in directory.iterdir()] == ["someone-elses"]

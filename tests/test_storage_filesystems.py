@@ -30,7 +30,9 @@ from clusterbench.probes.storage.checkpoint import measure_checkpoint
 MiB = 1 << 20
 HERE = Location("node01", 0, "node")
 ENGINES = [
-    pytest.param("fio", marks=pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed (apt-get install fio)")),
+    pytest.param("fio",
+                 marks=pytest.mark.skipif(shutil.which("fio") is None,
+                                          reason="fio is not installed (apt-get install fio)")),
     "python",
 ]
 
@@ -48,9 +50,9 @@ def mounted(where: Path, fstype: str, options: str):
 
 
 def test_a_read_only_filesystem_is_refused(tmp_path):
-    with mounted(tmp_path / "ro", "tmpfs", "ro,size=1m") as target:
-        with pytest.raises(StorageTargetError, match="is on a read-only filesystem; name a directory on a writable one"):
-            Workspace.create(target, 0)
+    with (mounted(tmp_path / "ro", "tmpfs", "ro,size=1m") as target,
+          pytest.raises(StorageTargetError, match="is on a read-only filesystem; name a directory on a writable one")):
+        Workspace.create(target, 0)
 
 
 def test_a_directory_the_user_cannot_write_is_refused(tmp_path):
@@ -99,10 +101,10 @@ def test_too_little_space_for_the_working_size_is_refused_before_starting(tmp_pa
 def test_a_filesystem_filling_up_mid_run_is_one_line_and_leaves_nothing(tmp_path, engine, rw):
     workload = Workload("fill", rw, 4096, iodepth=4, numjobs=1, size_per_job=8 * MiB, runtime_s=0.5)
     with mounted(tmp_path / "tiny", "tmpfs", "size=2m") as target:
-        with pytest.raises(StorageRunError) as error:
-            with Workspace.create(target, None) as workspace:  # the free-space check bypassed
-                fio = FioEngine.find() if engine == "fio" else None
-                measure_workload(workload, workspace, probe_target(workspace), fio=fio, location=HERE)
+        # Workspace.create(target, None): the free-space check bypassed.
+        with pytest.raises(StorageRunError) as error, Workspace.create(target, None) as workspace:
+            fio = FioEngine.find() if engine == "fio" else None
+            measure_workload(workload, workspace, probe_target(workspace), fio=fio, location=HERE)
         assert "No space left on device" in str(error.value) and "\n" not in str(error.value)
         assert workspace.cleanup_report.complete
         assert os.listdir(target) == []

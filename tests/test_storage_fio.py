@@ -63,7 +63,8 @@ def test_random_read_figures_are_fios_group_figures(workspace):
 def test_measurements_name_the_job_and_flag_what_may_not_be_a_disk(workspace):
     facts = probe_target(workspace)
     iops, p99 = measure_workload(RANDREAD, workspace, facts, fio=FioEngine.find(), location=HERE)
-    assert (iops.metric, iops.unit, p99.metric, p99.unit) == ("storage.randread_iops", "IOPS", "storage.randread_p99_us", "us")
+    assert (iops.metric, iops.unit, p99.metric, p99.unit) == ("storage.randread_iops", "IOPS",
+                                                              "storage.randread_p99_us", "us")
     assert iops.params == {
         "target": facts.target, "engine": "fio", "direct": facts.direct, "block_size": 4096, "iodepth": 4, "numjobs": 2,
     }
@@ -104,7 +105,8 @@ def test_data_corrupted_between_write_and_verify_is_an_integrity_error(workspace
 
 
 def test_json_is_found_after_fio_error_lines():
-    stdout = 'fio: pid=12, err=84/file:io_u.c:2190, func=io_u_queued_complete, error=Invalid\n{\n  "jobs": [{"error": 84}]\n}\n'
+    stdout = ('fio: pid=12, err=84/file:io_u.c:2190, func=io_u_queued_complete, error=Invalid\n'
+              '{\n  "jobs": [{"error": 84}]\n}\n')
     assert parse_json_output(stdout) == {"jobs": [{"error": 84}]}
     assert parse_json_output("fio: no JSON at all\n") is None
 

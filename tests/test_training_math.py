@@ -52,7 +52,8 @@ def test_scaling_efficiency_against_the_smallest_group():
     assert scaling_efficiency(ScalePoint(2, "intra-node", 1800.0), one) == pytest.approx(0.9)
     assert scaling_efficiency(ScalePoint(8, "inter-node", 8000.0), one) == pytest.approx(1.0)
     # Against a base of 2 ranks: 4 ranks doing 1.5x the throughput of 2 are 75% efficient.
-    assert scaling_efficiency(ScalePoint(4, "inter-node", 3000.0), ScalePoint(2, "intra-node", 2000.0)) == pytest.approx(0.75)
+    assert scaling_efficiency(ScalePoint(4, "inter-node", 3000.0),
+                              ScalePoint(2, "intra-node", 2000.0)) == pytest.approx(0.75)
 
 
 def test_largest_scale_meeting_the_floor_stops_at_the_first_miss():

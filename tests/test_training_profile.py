@@ -49,11 +49,13 @@ def test_defaults_need_no_price():
 
 
 @pytest.mark.parametrize("cluster, settings, fragment", [
-    ("price_per_accelerator_hour = -1\ncurrency = \"USD\"", "", "'price_per_accelerator_hour' must be greater than zero"),
+    ("price_per_accelerator_hour = -1\ncurrency = \"USD\"", "",
+     "'price_per_accelerator_hour' must be greater than zero"),
     ("price_per_accelerator_hour = \"2 USD\"", "", "'price_per_accelerator_hour' must be a number"),
     ("price_per_accelerator_hour = 2.0", "", "'price_per_accelerator_hour' needs its 'currency'"),
     ("price_per_accelerator_hour = 2.0\ncurrency = \"dollars\"", "", "three-letter ISO 4217 code"),
-    ("", "training_preset = \"tiney\"", "'training_preset' must be one of auto, tiny, small, medium, 1b, got 'tiney'; did you mean 'tiny'?"),
+    ("", "training_preset = \"tiney\"",
+     "'training_preset' must be one of auto, tiny, small, medium, 1b, got 'tiney'; did you mean 'tiny'?"),
     ("", "training_parallel = \"zero3\"", "'training_parallel' must be one of ddp, fsdp, got 'zero3'"),
 ])
 def test_bad_training_settings_give_one_line(write_profile, cluster, settings, fragment):

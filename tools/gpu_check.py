@@ -22,6 +22,7 @@ suite that ran past the time limit is stopped, and the table still shows what it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -104,7 +105,8 @@ def _key(record: Mapping[str, Any]) -> tuple[str, str, str, str]:
             str(record.get("host", "")), str(record.get("device", "")))
 
 
-def build_rows(results: Mapping[str, Any], device_names: Mapping[str, str], table: Mapping[str, Any] | None) -> list[Row]:
+def build_rows(results: Mapping[str, Any], device_names: Mapping[str, str],
+               table: Mapping[str, Any] | None) -> list[Row]:
     """The table's rows: every measurement with its check's verdict, then every test that measured nothing.
 
     `device_names` maps a measurement's device ("cuda:0") to the name torch reports, which picks the
@@ -169,10 +171,8 @@ def environment_line(torch: Any) -> str:
     names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     runtime = f"CUDA {torch.version.cuda}" if torch.version.cuda else f"HIP {torch.version.hip}"
     nccl = ""
-    try:
+    with contextlib.suppress(Exception):  # a build without NCCL: the network probes say so themselves
         nccl = " · NCCL " + ".".join(str(p) for p in torch.cuda.nccl.version())
-    except Exception:  # a build without NCCL: the network probes say so themselves
-        pass
     return f"{len(names)} GPU(s): {', '.join(dict.fromkeys(names))} · torch {torch.__version__} · {runtime}{nccl}"
 
 
@@ -208,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("gpu_check: torch is not installed; install clusterbench first (python -m pip install -e .)")
         return SETUP_ERROR_EXIT
     if not torch.cuda.is_available():
-        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else f"HIP {torch.version.hip}" if torch.version.hip else "CPU-only build"
+        build = (f"CUDA {torch.version.cuda}" if torch.version.cuda
+             else f"HIP {torch.version.hip}" if torch.version.hip else "CPU-only build")
         print(f"gpu_check: no GPU visible to torch {torch.__version__} ({build}): nothing to check")
         return NO_GPU_EXIT
     try:

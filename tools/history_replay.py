@@ -68,7 +68,8 @@ def new_rule_flags(store: HistoryStore, measurements: list[Measurement], key: Ru
         return 0, []
     compared, flagged = 0, []
     for m, comparison in figure_comparisons(measurements, baseline, spec, rule):
-        if comparison.change is Change.TOO_LITTLE_HISTORY:
+        # None only for the columns that all_columns=True adds, which this call does not ask for.
+        if comparison is None or comparison.change is Change.TOO_LITTLE_HISTORY:
             continue
         compared += 1
         if comparison.change is Change.REGRESSION:
@@ -87,7 +88,7 @@ def old_rule_flags(store: HistoryStore, measurements: list[Measurement], key: Ru
         return 0, []
     stored_samples = store.samples(baseline.runs[0].pk) if spec.single_run else {}
     series = _series_of(store, measurements)
-    window = _window_spreads(store, measurements, baseline) if not spec.single_run else {}
+    window = _window_spreads(store, measurements, baseline) if not spec.single_run else []
     compared, flagged = 0, []
     for column, m in enumerate(measurements):
         points = int(baseline.counts[column])
@@ -113,7 +114,7 @@ def _dtype(m: Measurement) -> str:
 
 
 def _series_of(store: HistoryStore, measurements: list[Measurement]) -> list[int]:
-    from clusterbench.history.store import measurement_series_key
+    from clusterbench.history.keys import measurement_series_key
 
     ids = {k: i for i, k in store.series_by_id().items()}
     return [ids.get(measurement_series_key(m), -1) for m in measurements]
@@ -130,7 +131,8 @@ def _window_spreads(store: HistoryStore, measurements: list[Measurement], baseli
     return spreads
 
 
-def replay(path: Path, specs: list[CompareSpec], plants: list[float], rule: RegressionRule) -> dict[tuple[str, str], Tally]:
+def replay(path: Path, specs: list[CompareSpec], plants: list[float],
+           rule: RegressionRule) -> dict[tuple[str, str], Tally]:
     with HistoryStore.open(path, read_only=True) as source:
         runs = list(reversed(list(source.export())))  # oldest first
     tallies = {(rule_name, spec.text): Tally() for rule_name in ("old", "new") for spec in specs}
@@ -195,12 +197,14 @@ def main() -> int:
     print("|---|---|---|---|---|---|" + "---|" * len(plants))
     tallies = replay(args.history, specs, plants, rule)
     for (rule_name, spec), t in tallies.items():
-        caught = " | ".join(f"{t.caught.get(f, 0)} (+{t.caught_warned.get(f, 0)}) of {t.planted.get(f, 0)}" for f in plants)
+        caught = " | ".join(f"{t.caught.get(f, 0)} "
+                            f"(+{t.caught_warned.get(f, 0)}) of {t.planted.get(f, 0)}" for f in plants)
         print(f"| {rule_name} | {spec} | {t.runs} | {t.compared} | {t.false_alarms} ({t.runs_with_false_alarm}) | "
               f"{t.warnings} | {caught} |")
     for (rule_name, spec), t in tallies.items():
         if t.alarms_by_metric:
-            print(f"{rule_name} {spec} false alarms: {', '.join(f'{a} x{n}' if n > 1 else a for a, n in t.alarms_by_metric.most_common())}")
+            print(f"{rule_name} {spec} false alarms: "
+                  f"{', '.join(f'{a} x{n}' if n > 1 else a for a, n in t.alarms_by_metric.most_common())}")
     return 0
 
 

@@ -35,7 +35,7 @@ from clusterbench.history.noise import (
 )
 from clusterbench.history.store import HistoryStore, file_size
 from clusterbench.judge import judge_regressions
-from clusterbench.model import Better, Location, Measurement, Verdict
+from clusterbench.model import Better, Location, Measurement, ParamValue, Verdict
 from clusterbench.results import RunInfo, RunResults
 
 DEVICE = {"torch_device": "cuda:0", "kind": "cuda", "index": 0, "name": "NVIDIA H200", "memory_bytes": 141 * 2**30,
@@ -54,7 +54,8 @@ def synthetic_run(day: int, figures: int, seed: int) -> RunResults:
     for index in range(figures):
         rank, kind = index % 64, index // 64
         value = (100.0 + kind) * rng.gauss(1.0, 0.02)
-        params = {"size_bytes": 1024 * (kind + 1), "ranks": 64, "dtype": "bf16", "backend": "nccl"}
+        params: dict[str, ParamValue] = {"size_bytes": 1024 * (kind + 1), "ranks": 64, "dtype": "bf16",
+                                         "backend": "nccl"}
         measurements.append(Measurement("allreduce.busbw_gbps", value, "GB/s", params,
                                         Location(f"node{rank // 8}", rank, f"cuda:{rank % 8}"),
                                         samples=[value * rng.gauss(1.0, 0.01) for _ in range(5)]))
@@ -64,8 +65,8 @@ def synthetic_run(day: int, figures: int, seed: int) -> RunResults:
 def flag_rates(rng: random.Random, runs: int, sigma: float, factor: float, single_run: bool, rule: RegressionRule,
                family: str, trials: int) -> tuple[float, float, float]:
     """Shares of `trials` figures failed, warned of (a regression against a spread not known yet),
-    and failed by the plain band the rule replaced, when this run is `factor` x the hardware's figure and `runs` stored runs vary by `sigma`
-    (relative, Gaussian) around 1.0."""
+    and failed by the plain band the rule replaced, when this run is `factor` x the hardware's figure and
+    `runs` stored runs vary by `sigma` (relative, Gaussian) around 1.0."""
     failed = warned = plain = 0
     for _ in range(trials):
         stored = [rng.gauss(1.0, sigma) for _ in range(runs)]
@@ -78,13 +79,15 @@ def flag_rates(rng: random.Random, runs: int, sigma: float, factor: float, singl
             warned += not comparison.noise_known
         # The window rule before issue 16: beyond min_effect and a plain 3 MAD-deviations band.
         drop = (baseline - current) / baseline
-        plain += runs >= rule.min_runs and drop > rule.min_effect and drop * baseline > rule.noise_k * robust_sigma(stored)
+        plain += (runs >= rule.min_runs and drop > rule.min_effect
+                  and drop * baseline > rule.noise_k * robust_sigma(stored))
     return failed / trials, warned / trials, plain / trials
 
 
 def false_alarm_table(trials: int) -> None:
     rule, rng = RegressionRule(), random.Random(16)
-    print("| --compare | stored runs | run-to-run spread | false alarms: FAIL (WARN) | caught at 10% worse: FAIL (WARN) "
+    print("| --compare | stored runs | run-to-run spread | false alarms: FAIL (WARN) | caught "
+          "at 10% worse: FAIL (WARN) "
           "| caught at 30% worse: FAIL (WARN) | false alarms of a plain 3-MAD band |")
     print("|---|---|---|---|---|---|---|")
     for single_run, label in ((True, "last"), (False, "window")):
@@ -124,11 +127,13 @@ def main() -> int:
         start = time.perf_counter()
         with HistoryStore.open(path, read_only=True) as store:
             comparison = compare_run(store, current.measurements, key, spec, RegressionRule(), {"allreduce.busbw_gbps"})
+            assert comparison.regression is not None  # asked for with a spec, so made
             checks = judge_regressions(comparison.regression, Verdict.FAIL)
         timings.append(time.perf_counter() - start)
     failures = [c for c in checks if c.verdict is Verdict.FAIL]
     planted = {(m.location.rank, json.dumps(m.params, sort_keys=True)) for m in current.measurements[:10]}
-    caught = sum((c.location.rank, json.dumps(c.params, sort_keys=True)) in planted for c in failures)
+    caught = sum(c.location is not None and (c.location.rank, json.dumps(c.params, sort_keys=True)) in planted
+                 for c in failures)
     print(f"compare {args.figures} figures against window:{args.runs}: median {statistics.median(timings):.2f} s "
           f"(min {min(timings):.2f}, max {max(timings):.2f}, {args.repeat} repetitions); "
           f"{len(failures)} regressions flagged, {caught} of the 10 planted (-30%) among them; "

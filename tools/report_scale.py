@@ -62,6 +62,7 @@ def _child(command: list[str]) -> tuple[float, float, int, str]:
     wall time would be on an idle machine (the work is single-threaded), whatever else runs."""
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None  # stdout=PIPE
     stdout = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - started
@@ -111,11 +112,13 @@ def measure(args: argparse.Namespace, out: Path) -> int:
           f"{figures['reports_s']:.2f} s = {total:.2f} s wall ({figures['results_json_cpu_s']:.2f} + "
           f"{figures['reports_cpu_s']:.2f} = {total_cpu:.2f} s CPU); peak memory {peak / 2**20:.0f} MiB "
           f"(with the run's data) -> {_verdict(min(total, total_cpu), peak)} < {LIMIT_S:.0f} s, < 1 GiB")
-    print(f"               (the whole child, generating the synthetic run included: {wall:.2f} s wall, {cpu:.2f} s CPU)")
+    print("               (the whole child, generating the synthetic run included: "
+          f"{wall:.2f} s wall, {cpu:.2f} s CPU)")
 
     wall, cpu, peak, _ = _child([sys.executable, "-m", "clusterbench.cli", "report", str(out / "results.json")])
     print(f"re-render:     clusterbench report results.json {wall:.2f} s wall, {cpu:.2f} s CPU (process start, read, "
-          f"render, write); peak memory {peak / 2**20:.0f} MiB -> {_verdict(min(wall, cpu), peak)} < {LIMIT_S:.0f} s, < 1 GiB")
+          f"render, write); peak memory {peak / 2**20:.0f} MiB -> {_verdict(min(wall, cpu), peak)} "
+          f"< {LIMIT_S:.0f} s, < 1 GiB")
     return 0
 
 

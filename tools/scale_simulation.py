@@ -7,7 +7,8 @@ and rank 0's real code path is timed on it:
 1. gather: `StoreExchange._decide` reading every rank's payload from a real torch TCPStore, the
    store the process group uses. The other ranks' writes are made beforehand and not timed: in a
    real run they happen in parallel, on their own hosts, while rank 0 runs its test.
-2. judge: `Settler._decide` (clusterbench.session.settle) on the gathered payloads: expectations, the peers check, records.
+2. judge: `Settler._decide` (clusterbench.session.settle) on the gathered payloads: expectations, the peers check,
+   records.
 3. write: results.json after every test (as `settle` does), and once more at the end.
 4. render: report.html and summary.md (`ResultsRecorder.render_reports`).
 
@@ -119,7 +120,8 @@ def gemm_payload(rank: int, per_node: int, rng: random.Random) -> dict[str, Any]
         "gemm.tflops", statistics.median(samples), "TFLOP/s", {"dtype": "bf16"}, location, samples,
         {"shape": [16384, 16384, 16384], "warmup": 50, "iterations": GEMM_SAMPLES, "device_name": "NVIDIA H200"},
     )
-    return {"outcome": "passed", "message": "", "attempts": [Attempt(location, [measurement]).to_json()], "shared": None}
+    return {"outcome": "passed", "message": "", "attempts": [Attempt(location, [measurement]).to_json()],
+            "shared": None}
 
 
 def sweep_payload(world: int, rng: random.Random) -> dict[str, Any]:
@@ -129,7 +131,8 @@ def sweep_payload(world: int, rng: random.Random) -> dict[str, Any]:
         for size in SWEEP_SIZES:
             samples = [round(rng.gauss(350, 5), 3) for _ in range(SWEEP_SAMPLES)]
             params = {"size_bytes": size, "dtype": "bf16", "inplace": inplace, "ranks": world, "backend": "nccl"}
-            measurements.append(Measurement("allreduce.busbw_gbps", statistics.median(samples), "GB/s", params, location,
+            measurements.append(Measurement("allreduce.busbw_gbps", statistics.median(samples), "GB/s", params,
+                                            location,
                                             samples, {"algbw_gbps": 180.0, "time_us": 1000.0, "count": size // 2}))
     return {"outcome": "passed", "message": "", "attempts": [Attempt(location, measurements).to_json()], "shared": None}
 
@@ -155,7 +158,8 @@ def _tcp_store():
     return dist.PrefixStore("clusterbench", store)
 
 
-def simulate(ranks: int, per_node: int, per_rank_tests: int, world_tests: int, out_dir: Path, seed: int = 1) -> ScaleFigures:
+def simulate(ranks: int, per_node: int, per_rank_tests: int, world_tests: int,
+             out_dir: Path, seed: int = 1) -> ScaleFigures:
     rng = random.Random(seed)
     nodes = -(-ranks // per_node)
     profile_path = out_dir / "profile" / "scale-simulation.toml"
@@ -254,7 +258,8 @@ def describe(f: ScaleFigures) -> str:
         (f"  payload per rank: {f.per_rank_payload_bytes} B in a per-rank test (GEMM, {GEMM_SAMPLES} samples), "
          f"{f.idle_rank_payload_bytes} B without figures; rank 0's sweep {f.rank0_sweep_payload_bytes} B"),
         (f"  rank 0 reads per per-rank test: {f.store_bytes_per_per_rank_test / mb:.1f} MB through the store; "
-         f"decision {f.decision_bytes} B read by each of {f.ranks - 1} ranks; {f.store_keys_at_end} keys left in the store"),
+         f"decision {f.decision_bytes} B read by each of {f.ranks - 1} ranks; "
+         f"{f.store_keys_at_end} keys left in the store"),
         f"  per-rank test: gather {f.gather_s_per_rank_test:.2f} s, judge {f.judge_s_per_rank_test:.2f} s",
         f"  world-wide test: gather {f.gather_s_world_test:.2f} s, judge {f.judge_s_world_test:.3f} s",
         (f"  results.json: {f.results_json_bytes / mb:.1f} MB; last per-test write {f.write_s_last:.2f} s, "

@@ -58,7 +58,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", type=Path, nargs="?", default=Path.cwd(), help="where to measure (default: here)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of the four measurements")
-    parser.add_argument("--runtime", type=float, default=None, help="seconds per measurement (default: the quick workload's)")
+    parser.add_argument("--runtime", type=float, default=None,
+                        help="seconds per measurement (default: the quick workload's)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return parser.parse_args(argv)
 
@@ -81,14 +82,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.rounds} rounds of {workload.runtime_s:g} s")
             print(f"  (a) fio by hand:   {shlex.join(hand)}")
             print(f"  (b) fio psync:     {shlex.join(psync)}")
-            print(f"      python engine: {sync.numjobs} threads x iodepth 1, os.preadv, {sync.size_per_job} B per thread file")
+            print(f"      python engine: {sync.numjobs} threads x iodepth 1, os.preadv, "
+                  f"{sync.size_per_job} B per thread file")
             measure = {
                 "probe-fio": lambda: fio.run(workload, workspace).iops,
                 "fio-by-hand": lambda: run_by_hand(hand, workload, workspace),
                 "python": lambda: run_python(sync, workspace).iops,
                 "fio-psync": lambda: run_by_hand(psync, sync, workspace),
             }
-            print(f"{'round':>6}  " + "  ".join(f"{side:>12}" for side in SIDES) + f"  {'fio ratio':>10}  {'py/psync':>9}")
+            print(f"{'round':>6}  " + "  ".join(f"{side:>12}" for side in SIDES) + f"  {'fio ratio':>10} "
+                  f" {'py/psync':>9}")
             ratios: dict[str, list[float]] = {"fio": [], "python": []}
             for round_index in range(args.rounds):
                 order = SIDES if round_index % 2 == 0 else tuple(reversed(SIDES))
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'median':>6}  " + "  ".join(f"{medians[s]:>12.0f}" for s in SIDES)
                   + f"  {median_ratios['fio']:>10.3f}  {median_ratios['python']:>9.3f}"
                   + "   [IOPS; goals: fio ratio 0.90-1.10, py/psync >= 0.60]")
-        print(f"workspace: {workspace.cleanup_report.summary()}")
+        print(f"workspace: {workspace.cleanup().summary()}")  # cleanup() again only returns its report
 
         began = time.perf_counter()
         result = measure_storage(args.directory, quick=True, location=Location(socket.gethostname(), 0, "node"))
@@ -113,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"quick storage run ({result.engine}): {quick_s:.1f} s end to end   [goal < 30 s]")
     for m in result.measurements:
-        print(f"  {m.metric:<26} {m.value:>12.3f} {m.unit:<6} engine={m.params['engine']} direct={m.params.get('direct', '-')}")
+        print(f"  {m.metric:<26} {m.value:>12.3f} {m.unit:<6} engine={m.params['engine']} "
+              f"direct={m.params.get('direct', '-')}")
     print(f"  failures: {len(result.failures)}; cleanup: {result.cleanup.summary() if result.cleanup else 'none'}")
     if args.json:
         args.json.write_text(json.dumps({

@@ -49,9 +49,10 @@ def bare_loop_seconds(plan: TrainingPlan, device: torch.device, ranks: int) -> f
 
 
 def _bare_loop_seconds(plan: TrainingPlan, device: torch.device, ranks: int) -> float:
-    model = build_model(plan.config, device, plan.seed)
+    model: torch.nn.Module = build_model(plan.config, device, plan.seed)
     if ranks > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = torch.nn.parallel.DistributedDataParallel(model,
+                                                          device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=plan.config.learning_rate, weight_decay=0.1)
     generator = torch.Generator(device=device)
     generator.manual_seed(plan.seed + 1)
@@ -88,7 +89,6 @@ def compare(rank: int, world_size: int, plan: TrainingPlan, rounds: int,
     pairs = []
     with threads(threads_per_rank):
         for round_ in range(rounds):
-            probe = None
             for which in (("probe", "bare") if round_ % 2 == 0 else ("bare", "probe")):
                 if which == "probe":
                     probe = train(plan, device, group, rank_in_group=rank)
@@ -119,13 +119,15 @@ def main(argv: list[str] | None = None) -> int:
                                 timeout=3600)[0]
     print(f"# training fidelity: {args.preset}, {plan.dtype}, {args.ranks} rank(s), {args.warmup} warm-up + "
           f"{args.steps} steps, {threads_per_rank} thread(s) per rank on a CPU")
-    print("# probe median: the probe's figure (median step); probe mean: its steps' total / N, the bare loop's statistic")
+    print("# probe median: the probe's figure (median step); probe mean: its steps' total / N, "
+          "the bare loop's statistic")
     print(f"# {'round':>5} {'median ms':>10} {'mean ms':>10} {'bare ms':>10} {'median/bare':>12} {'mean/bare':>10}")
     ratios, mean_ratios = [], []
     for index, (median, mean, bare) in enumerate(pairs):
         ratios.append(median / bare)
         mean_ratios.append(mean / bare)
-        print(f"  {index:>5} {median * 1e3:>10.3f} {mean * 1e3:>10.3f} {bare * 1e3:>10.3f} {median / bare:>12.3f} {mean / bare:>10.3f}")
+        print(f"  {index:>5} {median * 1e3:>10.3f} {mean * 1e3:>10.3f} {bare * 1e3:>10.3f} "
+              f"{median / bare:>12.3f} {mean / bare:>10.3f}")
     ratio = statistics.median(ratios)
     ok = abs(ratio - 1) <= TOLERANCE
     # On a machine shared with other work, noise comes in bursts of seconds; the least disturbed

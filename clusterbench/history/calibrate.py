@@ -28,8 +28,8 @@ from typing import Any
 
 from clusterbench.errors import ClusterbenchError
 from clusterbench.history.figures import at_largest_sweep_point, is_performance_figure
+from clusterbench.history.keys import canonical_params
 from clusterbench.history.noise import robust_sigma
-from clusterbench.history.store import canonical_params
 from clusterbench.judge import format_value
 from clusterbench.metrics import METRICS
 from clusterbench.model import Better, Measurement
@@ -104,9 +104,12 @@ def calibrated_figures(measurements: list[Measurement], margin: float, run_id: s
         spread = max((robust_sigma(m.samples) / abs(m.value) for m in group if m.samples and m.value), default=0.0)
         tolerance = min(MAX_TOLERANCE, max(margin, math.ceil(NOISE_K * spread * 100) / 100))
         how = f"margin {margin:.0%}" if tolerance == margin else (
-            f"margin widened from {margin:.0%} to {tolerance:.0%}: {NOISE_K:g} robust deviations of the run's raw samples")
-        where = f"median of {len(group)} figures" if len(group) > 1 else f"on {group[0].location.host}/{group[0].location.device}"
-        source = f"run {run_id} on {date}: measured {format_value(target, spec.unit)} ({where}{_unpinned(group, params_of[key])}); {how}"
+            f"margin widened from {margin:.0%} to {tolerance:.0%}: {NOISE_K:g} robust "
+            "deviations of the run's raw samples")
+        where = (f"median of {len(group)} figures" if len(group) > 1
+                 else f"on {group[0].location.host}/{group[0].location.device}")
+        source = (f"run {run_id} on {date}: measured {format_value(target, spec.unit)} "
+                  f"({where}{_unpinned(group, params_of[key])}); {how}")
         figures.append(CalibratedFigure(metric, params_of[key], target, spec.unit, spec.better, tolerance, source))
     return figures
 
@@ -150,7 +153,8 @@ def _non_default(obj: Any, defaults: Any) -> dict[str, Any]:
     }
 
 
-def profile_text(profile: Profile, figures: list[CalibratedFigure], run_id: str, date: str, fingerprint: str, margin: float,
+def profile_text(profile: Profile, figures: list[CalibratedFigure], run_id: str, date: str, fingerprint: str,
+                 margin: float,
                  storage: StorageSettings | None = None) -> str:
     """`storage`: the [storage] the run measured with (the profile's, or --storage-target's targets)."""
     cluster = profile.cluster
@@ -161,7 +165,8 @@ def profile_text(profile: Profile, figures: list[CalibratedFigure], run_id: str,
         "",
         *_table("cluster", {
             "name": cluster.name, "nodes": cluster.nodes, "accelerators_per_node": cluster.accelerators_per_node,
-            "accelerator": cluster.accelerator, "description": f"baseline of {cluster.name} calibrated from run {run_id}",
+            "accelerator": cluster.accelerator,
+            "description": f"baseline of {cluster.name} calibrated from run {run_id}",
             # The host list too, so the calibrated profile still fails a run that misses a named node.
             **({"hosts": cluster.hosts} if cluster.hosts else {}),
         }),
@@ -201,7 +206,8 @@ def run_storage_settings(profile: Profile, storage_targets: tuple[str, ...]) -> 
 
 
 def write_calibrated_profile(
-    path: Path, profile: Profile, measurements: list[Measurement], *, run_id: str, date: str, fingerprint: str, margin: float,
+    path: Path, profile: Profile, measurements: list[Measurement], *, run_id: str, date: str, fingerprint: str,
+    margin: float,
     storage_targets: tuple[str, ...] = (),
 ) -> int:
     """Write the profile and load it back (so a file that would not load is never left); returns

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from clusterbench.errors import ClusterbenchError
-from clusterbench.history.store import HistoryError, HistoryStore
+from clusterbench.history.sqlite_errors import HistoryError
+from clusterbench.history.store import HistoryStore
 
 CSV_COLUMNS = (
     "run_id", "cluster", "fingerprint", "toolkit_version", "quick", "started_at", "verdict",
@@ -79,7 +80,8 @@ def _list(args: argparse.Namespace, out: TextIO) -> int:
         for r in runs
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    out.writelines("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n" for row in [header, *rows])
+    out.writelines("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n"
+                   for row in [header, *rows])
     return 0
 
 
@@ -133,7 +135,8 @@ def cutoff(text: str, now: dt.datetime | None = None) -> str:
     try:
         date = dt.date.fromisoformat(text.strip())
     except ValueError:
-        raise ClusterbenchError(f"--older-than {text}: expected a number of days (30d) or a date (2026-01-31)") from None
+        raise ClusterbenchError(f"--older-than {text}: expected a number of days "
+                                "(30d) or a date (2026-01-31)") from None
     return dt.datetime(date.year, date.month, date.day, tzinfo=dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -164,7 +167,8 @@ def _add(args: argparse.Namespace, out: TextIO) -> int:
     except json.JSONDecodeError as exc:
         raise ClusterbenchError(f"{args.results}: not a results.json (invalid JSON: {exc})") from None
     if not isinstance(results, dict) or not str(results.get("schema", "")).startswith("clusterbench.results/"):
-        raise ClusterbenchError(f"{args.results}: not a clusterbench results.json (no 'schema: clusterbench.results/N')")
+        raise ClusterbenchError(f"{args.results}: not a clusterbench results.json (no "
+                                "'schema: clusterbench.results/N')")
     run_id = (results.get("run") or {}).get("run_id") or None
     with HistoryStore.open(args.history) as store:
         if run_id and any(r.run_id == run_id for r in store.runs()):

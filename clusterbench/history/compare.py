@@ -18,6 +18,7 @@ import numpy as np
 from clusterbench.errors import ClusterbenchError
 from clusterbench.history.figures import at_largest_sweep_point, is_performance_figure
 from clusterbench.history.findings import FigureChange, RegressionFindings
+from clusterbench.history.keys import StoredRun, canonical_params, measurement_series_key
 from clusterbench.history.noise import (
     Change,
     Comparison,
@@ -27,12 +28,7 @@ from clusterbench.history.noise import (
     judge_change,
     run_to_run_spreads,
 )
-from clusterbench.history.store import (
-    HistoryStore,
-    StoredRun,
-    canonical_params,
-    measurement_series_key,
-)
+from clusterbench.history.store import HistoryStore
 from clusterbench.judge import format_value
 from clusterbench.metrics import METRICS
 from clusterbench.model import Measurement

@@ -226,7 +226,8 @@ def _worse_by(current: float, baseline: float, better: Better) -> float | None:
 
 
 def judge_change(
-    current: float, baseline: float, baseline_runs: int, spread: Spread, better: Better, family: str, rule: RegressionRule,
+    current: float, baseline: float, baseline_runs: int, spread: Spread, better: Better, family: str,
+    rule: RegressionRule,
 ) -> Comparison:
     """The rule itself: `baseline` stands on `baseline_runs` stored figures; `spread` is the figure's
     run-to-run spread (unknown: judge only beyond the rule's unknown_noise_floor)."""
@@ -256,8 +257,10 @@ def compare_with_window(current: float, window: list[float], better: Better, rul
                         family: str = "") -> Comparison:
     """Against a window of stored runs' figures: median as baseline, its robust spread as noise."""
     if len(window) < rule.min_runs:
-        return Comparison(Change.TOO_LITTLE_HISTORY, current, statistics.median(window) if window else None, None, len(window), None)
-    return judge_change(current, statistics.median(window), len(window), spread_of(window, rule, family), better, family, rule)
+        median = statistics.median(window) if window else None
+        return Comparison(Change.TOO_LITTLE_HISTORY, current, median, None, len(window), None)
+    spread = spread_of(window, rule, family)
+    return judge_change(current, statistics.median(window), len(window), spread, better, family, rule)
 
 
 def compare_with_run(current: float, baseline: float, history: list[float], better: Better, rule: RegressionRule,

@@ -36,13 +36,8 @@ from clusterbench.history.compare import (
 )
 from clusterbench.history.fingerprint import run_fingerprint
 from clusterbench.history.noise import RegressionRule
-from clusterbench.history.store import (
-    DEFAULT_BUSY_TIMEOUT_S,
-    HistoryError,
-    HistoryReadOnly,
-    HistoryStore,
-    file_size,
-)
+from clusterbench.history.sqlite_errors import HistoryError, HistoryReadOnly
+from clusterbench.history.store import DEFAULT_BUSY_TIMEOUT_S, HistoryStore, file_size
 from clusterbench.judge import judge_regressions, not_compared
 from clusterbench.model import Check, Verdict
 from clusterbench.profile import Profile

@@ -14,140 +14,26 @@ Why these choices:
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
-import secrets
 import sqlite3
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 
-from clusterbench.errors import ClusterbenchError
 from clusterbench.history.fingerprint import host_fingerprints, run_fingerprint
+from clusterbench.history.keys import SeriesKey, StoredRun, new_run_id, series_key
 from clusterbench.history.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
-from clusterbench.model import Measurement
+from clusterbench.history.sqlite_errors import HistoryError, HistoryReadOnly, check_header, explain
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_BUSY_TIMEOUT_S = 60.0
 # run_values' packed arrays: little-endian whatever the machine, so a history file can move.
 SERIES_DTYPE = np.dtype("<i8")
 VALUE_DTYPE = np.dtype("<f8")
-
-
-class HistoryError(ClusterbenchError):
-    """A history file that cannot be read or written: one line, naming the file."""
-
-
-class HistoryReadOnly(HistoryError):
-    """The history can be read but not written (read-only file, directory or mount, or opened so)."""
-
-
-class HistoryLocked(HistoryError):
-    """Another process held the history's write lock for longer than the busy timeout."""
-
-
-@dataclass(frozen=True)
-class StoredRun:
-    """One stored run's key and summary, as `history list` shows it."""
-
-    pk: int
-    run_id: str
-    cluster: str
-    profile_name: str
-    fingerprint: str
-    toolkit_version: str
-    quick: bool
-    started_at: str
-    finished_at: str | None
-    verdict: str
-    measurements: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in self.__dict__.items() if k != "pk"}
-        return data
-
-
-@dataclass(frozen=True)
-class SeriesKey:
-    """What makes two figures the same figure across runs. The host is left out on purpose: rank r
-    on another node of the same hardware is still rank r's figure (see fingerprint.py)."""
-
-    metric: str
-    params: str  # canonical JSON
-    rank: int
-    device: str
-    unit: str
-
-
-def canonical_params(params: dict[str, Any]) -> str:
-    return _canonical(tuple(sorted(params.items())))
-
-
-@functools.lru_cache(maxsize=65536)
-def _canonical(items: tuple) -> str:
-    # Cached: a run of 10,000 figures has a few hundred distinct params, and json.dumps is slow.
-    return json.dumps(dict(items), separators=(",", ":"))
-
-
-def series_key(measurement: dict[str, Any]) -> SeriesKey:
-    """The key of a measurement as results.json writes it."""
-    return SeriesKey(
-        measurement["metric"], canonical_params(measurement.get("params") or {}), int(measurement["rank"]),
-        str(measurement["device"]), measurement["unit"],
-    )
-
-
-def measurement_series_key(m: Measurement) -> SeriesKey:
-    """The same key from a Measurement (without to_json, whose deep copy of samples is slow)."""
-    return SeriesKey(m.metric, canonical_params(m.params), m.location.rank, m.location.device, m.unit)
-
-
-def new_run_id(started_at: str) -> str:
-    """Sortable by time, unique without coordination: 20261129T025500Z-3f9a1c."""
-    try:
-        stamp = dt.datetime.fromisoformat(started_at).astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    except ValueError:
-        stamp = "unknown"
-    return f"{stamp}-{secrets.token_hex(3)}"
-
-
-def _check_header(path: Path) -> None:
-    """Refuse a file that is not SQLite, or that is shorter than its own header says (cut short),
-    before SQLite reads it: SQLite would only fail later, on the first page it cannot find."""
-    size = path.stat().st_size
-    if size == 0:
-        return  # SQLite treats an empty file as an empty database: the schema is created in it
-    with path.open("rb") as handle:
-        header = handle.read(100)
-    if not SQLITE_MAGIC.startswith(header[:16]):
-        raise HistoryError(f"{path}: not a clusterbench history (not an SQLite database); give another --history path")
-    if len(header) < 100:
-        raise HistoryError(f"{path}: history file is cut short ({size} bytes, less than a header); restore it from a backup")
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    # The page count is trustworthy only when the 'version-valid-for' field matches the change counter.
-    if header[24:28] == header[92:96] and pages and size < pages * page_size:
-        raise HistoryError(
-            f"{path}: history file is cut short ({size} of {pages * page_size} bytes); restore it from a backup"
-        )
-
-
-def _explain(path: Path, exc: sqlite3.Error, doing: str) -> HistoryError:
-    text = str(exc)
-    if "readonly" in text or "read-only" in text:
-        return HistoryReadOnly(f"{path}: history is read-only, cannot {doing} ({text})")
-    if "locked" in text or "busy" in text:
-        return HistoryLocked(f"{path}: history is locked by another process, cannot {doing} ({text})")
-    if "malformed" in text or "not a database" in text or "disk I/O" in text:
-        return HistoryError(f"{path}: history file is damaged, cannot {doing} ({text}); restore it from a backup")
-    return HistoryError(f"{path}: cannot {doing}: {text}")
 
 
 class HistoryStore:
@@ -161,13 +47,14 @@ class HistoryStore:
     # -- opening ----------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, *, read_only: bool = False, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> HistoryStore:
+    def open(cls, path: Path, *, read_only: bool = False,
+             busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> HistoryStore:
         """Open (creating it if absent and writable) and bring it to this schema version."""
         path = Path(path)
         if path.is_dir():
             raise HistoryError(f"{path}: is a directory; --history takes a file path (e.g. {path}/history.sqlite)")
         if path.exists():
-            _check_header(path)
+            check_header(path)
         elif read_only:
             raise HistoryError(f"{path}: no such history file")
         elif not path.parent.is_dir():
@@ -175,16 +62,17 @@ class HistoryStore:
         mode = "ro" if read_only else "rwc"
         try:
             connection = sqlite3.connect(
-                f"file:{quote(str(path.absolute()))}?mode={mode}", uri=True, timeout=busy_timeout_s, isolation_level=None
+                f"file:{quote(str(path.absolute()))}?mode={mode}", uri=True, timeout=busy_timeout_s,
+                isolation_level=None
             )
         except sqlite3.Error as exc:
-            raise _explain(path, exc, "open it") from None
+            raise explain(path, exc, "open it") from None
         store = cls(path, connection, read_only)
         try:
             store._prepare()
         except sqlite3.Error as exc:
             connection.close()
-            raise _explain(path, exc, "read its schema") from None
+            raise explain(path, exc, "read its schema") from None
         except HistoryError:
             connection.close()
             raise
@@ -201,7 +89,8 @@ class HistoryStore:
             )
         if version < SCHEMA_VERSION:
             if self.read_only and version == 0:
-                raise HistoryReadOnly(f"{self.path}: holds no clusterbench history (an empty file or database); nothing to read")
+                raise HistoryReadOnly(f"{self.path}: holds no clusterbench history (an empty file or "
+                                      "database); nothing to read")
             if self.read_only:
                 raise HistoryReadOnly(
                     f"{self.path}: history has schema version {version} and needs migrating to {SCHEMA_VERSION}, "
@@ -254,7 +143,7 @@ class HistoryStore:
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise _explain(self.path, exc, doing) from None
+            raise explain(self.path, exc, doing) from None
         try:
             yield db
             db.execute("COMMIT")
@@ -262,7 +151,7 @@ class HistoryStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise _explain(self.path, exc, doing) from None
+                raise explain(self.path, exc, doing) from None
             raise
 
     @contextmanager
@@ -270,7 +159,7 @@ class HistoryStore:
         try:
             yield self.connection
         except sqlite3.Error as exc:
-            raise _explain(self.path, exc, doing) from None
+            raise explain(self.path, exc, doing) from None
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -288,7 +177,8 @@ class HistoryStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id, run["cluster"], profile.get("name", run["cluster"]), files[0]["sha256"] if files else "",
-                    fingerprint, (run.get("versions") or {}).get("clusterbench") or "unknown", int(bool(run.get("quick"))),
+                    fingerprint, (run.get("versions") or {}).get("clusterbench") or "unknown",
+                    int(bool(run.get("quick"))),
                     run["started_at"], run.get("finished_at"), results.get("verdict", ""),
                     dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     json.dumps(run), json.dumps(results.get("tests") or []),
@@ -300,7 +190,8 @@ class HistoryStore:
             )
             series_ids = self._series_ids(db, [series_key(m) for m in results.get("measurements") or []])
             db.executemany(
-                "INSERT INTO measurements (run, series, host, value, samples_json, details_json) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO measurements (run, series, host, value, samples_json, details_json) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     (pk, series_ids[series_key(m)], m["host"], float(m["value"]), json.dumps(m.get("samples") or []),
                      json.dumps(m.get("details") or {}))
@@ -358,7 +249,8 @@ class HistoryStore:
              before: str | None = None, exclude: str | None = None, limit: int | None = None,
              count_measurements: bool = False) -> list[StoredRun]:
         """Stored runs, newest first, narrowed by any of the given keys."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | int] = []
         for column, value in (("cluster", cluster), ("fingerprint", fingerprint)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -383,18 +275,19 @@ class HistoryStore:
             counts: dict[int, int] = {}
             if count_measurements and rows:
                 counts = dict(db.execute("SELECT run, count(*) FROM measurements GROUP BY run").fetchall())
-        return [StoredRun(*row[:6], bool(row[6]), *row[7:], measurements=counts.get(row[0], 0)) for row in rows]
+        return [_stored_run(row, measurements=counts.get(row[0], 0)) for row in rows]
 
     def run(self, run_id: str) -> StoredRun:
         with self.reading("read a run") as db:
             row = db.execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise HistoryError(f"{self.path}: no stored run '{run_id}' (see `clusterbench history list`)")
-        return StoredRun(*row[:6], bool(row[6]), *row[7:])
+        return _stored_run(row)
 
     def series_by_id(self) -> dict[int, SeriesKey]:
         with self.reading("read the figures' keys") as db:
-            return {row[0]: SeriesKey(*row[1:]) for row in db.execute("SELECT id, metric, params, rank, device, unit FROM series")}
+            rows = db.execute("SELECT id, metric, params, rank, device, unit FROM series")
+            return {row[0]: SeriesKey(*row[1:]) for row in rows}
 
     def value_matrix(self, run_pks: list[int], series: np.ndarray) -> np.ndarray:
         """A (runs x series) array of each run's figure of each series (the run's median where it
@@ -428,10 +321,12 @@ class HistoryStore:
         series = self.series_by_id()
         with self.reading("export runs") as db:
             for stored in chosen:
-                run_json, tests_json = db.execute("SELECT run_json, tests_json FROM runs WHERE id = ?", (stored.pk,)).fetchone()
+                run_json, tests_json = db.execute("SELECT run_json, tests_json FROM runs WHERE id = ?",
+                                                  (stored.pk,)).fetchone()
                 measurements = []
                 for series_id, host, value, samples, details in db.execute(
-                    "SELECT series, host, value, samples_json, details_json FROM measurements WHERE run = ?", (stored.pk,)
+                    "SELECT series, host, value, samples_json, details_json FROM measurements WHERE run = ?",
+                    (stored.pk,)
                 ):
                     key = series[series_id]
                     measurements.append({
@@ -439,15 +334,25 @@ class HistoryStore:
                         "samples": json.loads(samples), "details": json.loads(details),
                         "host": host, "rank": key.rank, "device": key.device,
                     })
-                checks = [json.loads(text) for (text,) in db.execute("SELECT check_json FROM checks WHERE run = ?", (stored.pk,))]
+                checks = [json.loads(text)
+                          for (text,) in db.execute("SELECT check_json FROM checks WHERE run = ?", (stored.pk,))]
                 hosts = {
                     name: {"fingerprint": fp, "hardware": json.loads(hw)}
-                    for name, fp, hw in db.execute("SELECT hostname, fingerprint, hardware_json FROM hosts WHERE run = ?", (stored.pk,))
+                    for name, fp, hw in db.execute(
+                        "SELECT hostname, fingerprint, hardware_json FROM hosts WHERE run = ?", (stored.pk,)
+                    )
                 }
                 yield {
                     **stored.to_json(), "run": json.loads(run_json), "tests": json.loads(tests_json),
                     "hosts": hosts, "measurements": measurements, "checks": checks,
                 }
+
+
+def _stored_run(row: tuple[Any, ...], measurements: int = 0) -> StoredRun:
+    """A row of HistoryStore._RUN_COLUMNS (SQLite keeps `quick` as 0 or 1)."""
+    pk, run_id, cluster, profile_name, fingerprint, toolkit_version, quick, started_at, finished_at, verdict = row
+    return StoredRun(pk, run_id, cluster, profile_name, fingerprint, toolkit_version, bool(quick), started_at,
+                     finished_at, verdict, measurements)
 
 
 def file_size(path: Path) -> int:

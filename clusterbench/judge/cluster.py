@@ -29,7 +29,8 @@ def judge_cluster(nodes: int, named_hosts: list[str], seen_hosts: list[str], sou
     spans = len(seen)
     if spans < nodes:
         verdict = Verdict.FAIL
-        message = f"the job spans {spans} node{'s' if spans != 1 else ''} ({_named(seen)}); the profile's cluster has {nodes}"
+        message = (f"the job spans {spans} node{'s' if spans != 1 else ''} ({_named(seen)}); "
+                   f"the profile's cluster has {nodes}")
     else:
         verdict = Verdict.PASS
         message = f"the job spans {spans} node{'s' if spans != 1 else ''}, the profile's cluster has {nodes}"
@@ -43,7 +44,8 @@ def judge_cluster(nodes: int, named_hosts: list[str], seen_hosts: list[str], sou
         missing = [h for h in named_hosts if short_name(h) not in seen_short]
         strangers = [h for h in seen if short_name(h) not in named_short]
         if missing:
-            message = f"{len(missing)} of the {len(named_hosts)} hosts the profile names did not join the job: {_named(missing)}"
+            message = (f"{len(missing)} of the {len(named_hosts)} hosts the profile names did not join the job: "
+                   f"{_named(missing)}")
         else:
             message = f"every one of the {len(named_hosts)} hosts the profile names joined the job"
         checks.append(

@@ -36,7 +36,8 @@ def judge_measurement(expectation: Expectation, measurement: Measurement) -> Che
     caveat = measurement.caveat
     threshold = expectation.fail_threshold if failing else expectation.warn_threshold
     if verdict is Verdict.PASS:
-        message = f"{format_value(observed, expectation.unit)} meets target {format_value(expectation.target, expectation.unit)}"
+        message = (f"{format_value(observed, expectation.unit)} meets target "
+                   f"{format_value(expectation.target, expectation.unit)}")
         if expectation.tolerance:
             message += f" (tolerance {expectation.tolerance:.0%})"
     else:
@@ -115,6 +116,13 @@ def aggregate_ranks(measurements: list[Measurement]) -> list[Measurement]:
 def judge_exact(measurement: Measurement) -> Check:
     """A count of errors (wrong elements, failed verifications) passes only at zero."""
     wrong = measurement.value
+    if measurement.metric.endswith(".wrong"):  # a collective's or nccl-tests' #wrong
+        source = "results must be exact: a wrong element is silent data corruption (nccl-tests #wrong)"
+        message = "no wrong elements" if wrong == 0 else f"{wrong:g} wrong elements: the collective corrupted data"
+    else:
+        description = METRICS[measurement.metric].description
+        source = f"must be 0 whatever the profile says: {description}"
+        message = f"none: {description}" if wrong == 0 else f"{wrong:g} {measurement.unit}: {description}"
     return Check(
         metric=measurement.metric,
         params=dict(measurement.params),
@@ -123,8 +131,8 @@ def judge_exact(measurement: Measurement) -> Check:
         target=0.0,
         unit=measurement.unit,
         provenance=Provenance.RULE.value,
-        source="results must be exact: a wrong element is silent data corruption (nccl-tests #wrong)",
-        message="no wrong elements" if wrong == 0 else f"{wrong:g} wrong elements: the collective corrupted data",
+        source=source,
+        message=message,
         better=Better.LOWER,
         location=measurement.location,
     )

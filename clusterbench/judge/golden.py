@@ -206,7 +206,8 @@ HOST_FACTS = (
 GPU_FACTS = (
     Fact("gpu_model", "model", _field("name"), "fail", "replace the GPU with the model the others are"),
     Fact("vbios", "VBIOS", _field("vbios"), "fail", "flash the VBIOS the other GPUs run"),
-    Fact("memory_mib", "memory MiB", lambda g: g["memory_total_bytes"] // 2**20 if g.get("memory_total_bytes") else None,
+    Fact("memory_mib", "memory MiB",
+         lambda g: g["memory_total_bytes"] // 2**20 if g.get("memory_total_bytes") else None,
          "fail", "check the ECC mode and the GPU model; RMA a GPU reporting less memory than its peers"),
     Fact("ecc_mode", "ECC enabled", _field("ecc", "mode_current"), "fail",
          "set the ECC mode the other GPUs have (nvidia-smi -e) and reset the GPU"),

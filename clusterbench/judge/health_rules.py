@@ -1,7 +1,8 @@
 """Health findings: faults that fail a node whatever the profile says, each with what to do about it.
 
 The probes (clusterbench.probes.health) read the NVML snapshot and the load report; these rules
-decide what in them is a fault. They are DCGM-style rules (a fault class, a severity, a recovery action), applied to the NVML
+decide what in them is a fault. They are DCGM-style rules (a fault class,
+                                                           a severity, a recovery action), applied to the NVML
 snapshot and, for what only shows under load, to the throttle sampler's report:
 
 - a GPU lost, or one NVML cannot open                                  fail
@@ -133,8 +134,8 @@ def _memory_repair(host: str, gpu: GpuRecord) -> list[HealthFinding]:
 def _pcie(host: str, gpu: GpuRecord, load: GpuLoad | None) -> list[HealthFinding]:
     pcie = gpu.pcie
     loaded_gen = load.pcie_gen_max if load is not None else None
-    narrow = None not in (pcie.width_current, pcie.width_max) and pcie.width_current < pcie.width_max
-    slow = None not in (loaded_gen, pcie.gen_max) and loaded_gen < pcie.gen_max
+    narrow = pcie.width_current is not None and pcie.width_max is not None and pcie.width_current < pcie.width_max
+    slow = loaded_gen is not None and pcie.gen_max is not None and loaded_gen < pcie.gen_max
     if not (narrow or slow):
         return []
     gen = f"Gen{loaded_gen}" if loaded_gen is not None else f"Gen{pcie.gen_current} (idle)"

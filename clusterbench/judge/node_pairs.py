@@ -1,10 +1,11 @@
 """The pairwise node test: which node (or which link) is slow, without blaming its partner.
 
 First pass: nodes are paired off and each pair's send/recv bandwidth measured. A pair that the
-judge's peer-outlier rule (clusterbench.judge.peers) names among all pairs is suspect, but either end (or the path between them) may be at fault. Second
-pass: each node of a suspect pair is re-paired with nodes from good pairs. A node that is slow
-again is to blame; a node that is fast with a good partner is cleared; when both ends are cleared
-the link between them is named. This is the cluster-health-scanner's second pass, in plain data.
+judge's peer-outlier rule (clusterbench.judge.peers) names among all pairs is suspect, but either
+end (or the path between them) may be at fault. Second pass: each node of a suspect pair is
+re-paired with nodes from good pairs. A node that is slow again is to blame; a node that is fast
+with a good partner is cleared; when both ends are cleared the link between them is named. This
+is the cluster-health-scanner's second pass, in plain data.
 """
 
 from __future__ import annotations

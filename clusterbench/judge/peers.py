@@ -117,7 +117,8 @@ def judge_peers(measurements: list[Measurement], tolerance: float, better: Bette
         z = f", robust z {standing.robust_z:.1f}" if standing.robust_z is not None and standing.shortfall > 0 else ""
         message = (
             f"{measurement.location.host}/{measurement.location.device} at "
-            f"{format_value(measurement.value, measurement.unit)} is {abs(standing.shortfall):.1%} {relation} the median "
+            f"{format_value(measurement.value, measurement.unit)} is "
+            f"{abs(standing.shortfall):.1%} {relation} the median "
             f"{format_value(standing.median, measurement.unit)} of the {len(measurements)} peers{z} ({rule})"
         )
         checks.append(

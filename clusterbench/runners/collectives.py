@@ -37,14 +37,29 @@ class SweepPlan:
     repeats: int = 5
 
 
+SMALLEST_BYTES = 8  # nccl-tests' -b 8: the time column at the smallest sizes is the collective's latency
+# --quick climbs from the smallest size in x8 steps (8 B, 64 B, 512 B, ...): the 8 B latency for 6 sizes
+# below the CPU's 1 MiB instead of doubling's 17, which would cost Gloo's quick sweeps 3x as long there.
+QUICK_LATENCY_FACTOR = 8
+
+
+def _plan_sizes(low: int, high: int, factor: int, *, quick: bool) -> tuple[int, ...]:
+    """The latency ladder from SMALLEST_BYTES up to the bandwidth sweep's first size `low` (doubling,
+    as nccl-tests -b 8 -f 2; x8 steps in --quick), then the bandwidth sweep `low`..`high` by `factor`."""
+    latency_factor = QUICK_LATENCY_FACTOR if quick else 2
+    latency = [size for size in size_sweep(SMALLEST_BYTES, low, latency_factor) if size < low]
+    return (*latency, *size_sweep(low, high, factor))
+
+
 def sweep_plan(*, on_gpu: bool, quick: bool, timeout_s: float) -> SweepPlan:
-    if on_gpu:
+    if on_gpu:  # full: 8 B..4 GiB doubling, nccl-tests' -b 8 -e 4G -f 2
         low, high, factor = (16 * MiB, 1024 * MiB, 4) if quick else (1 * MiB, 4096 * MiB, 2)
-        return SweepPlan(tuple(size_sweep(low, high, factor)), "bf16", 5, 20, timeout_s, repeats=5 if quick else 10)
-    # Gloo over TCP moves ~1 GB/s: sizes that finish in seconds on a CPU runner.
+        return SweepPlan(_plan_sizes(low, high, factor, quick=quick), "bf16", 5, 20, timeout_s,
+                         repeats=5 if quick else 10)
+    # Gloo over TCP moves ~1 GB/s: bandwidth sizes that finish in seconds on a CPU runner, x4 apart.
     low, high, factor = (1 * MiB, 16 * MiB, 4) if quick else (64 * 1024, 64 * MiB, 4)
-    return SweepPlan(tuple(size_sweep(low, high, factor)), "fp32", 2 if quick else 5, 5 if quick else 10, timeout_s,
-                     repeats=3 if quick else 5)
+    return SweepPlan(_plan_sizes(low, high, factor, quick=quick), "fp32", 2 if quick else 5, 5 if quick else 10,
+                     timeout_s, repeats=3 if quick else 5)
 
 
 def _step_callback(op: str, inplace: bool):

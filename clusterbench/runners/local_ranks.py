@@ -242,7 +242,8 @@ def run_local_ranks(
         raise ValueError(f"start_method must be 'forkserver' or 'spawn', got {start_method!r}")
     if backend == "nccl" and (conflict := cuda_context_conflict(world_size)):
         raise NotMeasured(conflict)
-    context = torch.multiprocessing.get_context(start_method)
+    # Any: typeshed's BaseContext declares no Process; each start method's context adds its own.
+    context: Any = torch.multiprocessing.get_context(start_method)
     if start_method == "forkserver":
         # Takes effect when the server first starts (once per process); later calls reuse it.
         context.set_forkserver_preload(["torch.distributed", __name__])

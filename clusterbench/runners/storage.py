@@ -11,6 +11,8 @@ its own.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,10 +93,8 @@ class StorageRuns(Runner):
             # (the probe has already removed what it wrote). The other ranks of a shared
             # checkpoint are told at once rather than left waiting for this one.
             if group is not None:
-                try:
+                with contextlib.suppress(StorageRunError):
                     withdraw_from_checkpoint(group, target, self.location("").host, str(exc).splitlines()[0])
-                except StorageRunError:
-                    pass
             if not isinstance(exc, (StorageTargetError, StorageRunError, NotMeasured)):
                 raise
             return exc
@@ -103,7 +103,8 @@ class StorageRuns(Runner):
         self._checkpoint_group()  # every rank calls attempts(), so every rank joins in making it
         if self.rank not in self.measuring_ranks:
             return []  # the node's first rank measures for it
-        return [(self.location(f"storage {t}"), lambda t=t: self._figures(t, metric)) for t in self.settings.targets]
+        return [(self.location(f"storage {t}"), functools.partial(self._figures, t, metric))
+                for t in self.settings.targets]
 
     def _figures(self, target: str, metric: str) -> list[Measurement]:
         result = self._result(target)

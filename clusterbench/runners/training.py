@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from clusterbench.model import Measurement, NotMeasured
 from clusterbench.probes.training.figures import GroupRun, Peak, Price, group_measurements
@@ -21,6 +22,9 @@ from clusterbench.probes.training.scaling import largest_efficient_scale, scalin
 from clusterbench.runners.devices import rank_device
 from clusterbench.runners.groups import ScalingGroup, scaling_groups, subgroup
 from clusterbench.runners.runner import WorldRunner
+
+if TYPE_CHECKING:
+    from clusterbench.probes.training.loop import TrainingPlan
 
 EFFICIENCY_METRIC = "train.scaling_efficiency"
 # What `training_preset = "auto"` trains: a toy on a CPU, GPT-2 small for a quick GPU run, ~1 B otherwise.
@@ -84,7 +88,7 @@ def _cpu_threads(backend: str, ranks_on_this_host: int) -> int:
 class TrainingRuns(WorldRunner):
     """The scaling run of one acceptance run, measured on first use."""
 
-    plan: object  # probes.training.loop.TrainingPlan (imported lazily: it needs torch)
+    plan: TrainingPlan  # imported for type checking only: probes.training.loop needs torch
     timeout_s: float
     peak: Peak | None
     why_no_peak: str

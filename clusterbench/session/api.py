@@ -116,7 +116,8 @@ class AcceptanceTest:
             pytest.fail(f"acceptance.measure({metric!r}): per={scope_of!r} is not one of {', '.join(SCOPES)}",
                         pytrace=False)
         attempts = self._attempts(scope_of, fn, spec, dict(params or {}))
-        peers = scope_of != "world" if compare_peers is None else compare_peers
+        default_peers = scope_of != "world" and spec.compared_across_locations
+        peers = default_peers if compare_peers is None else compare_peers
         return self.measure_attempts(metric, attempts, params=params, compare_peers=peers)
 
     def measure_attempts(

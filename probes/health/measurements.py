@@ -10,6 +10,7 @@ missing a figure its peers have is visible rather than silently absent from the 
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ PROBE = declare_probe("gpu_health", per="device", module=__name__, metrics=[
     metric("gpu.retired_pages", "count", "lower", "health", "retired pages or remapped rows"),
     metric("gpu.pcie_gen", "gen", "higher", "health", "current PCIe link generation"),
     metric("gpu.pcie_width", "lanes", "higher", "health", "current PCIe link width"),
-    metric("gpu.nvlink_up", "count", "higher", "health", "NVLink links up"),
+    metric("gpu.nvlink_up", "count", "higher", "health", "NVLink (NVIDIA) or xGMI (AMD) links up"),
     metric("gpu.throttle_reasons", "count", "lower", "health", "active power/thermal clock-event reasons under load"),
     metric("gpu.temperature_c", "C", "lower", "health", "GPU temperature"),
     metric("gpu.power_w", "W", "lower", "health", "GPU power draw"),
@@ -81,9 +82,9 @@ class HealthMeasurements:
         Each callable returns the measurement or raises NotMeasured with the reason it is missing.
         """
         pairs: list[tuple[Location, Callable[[], Measurement]]] = [
-            (m.location, lambda m=m: m) for m in self.measurements if m.metric == metric
+            (m.location, functools.partial(_given, m)) for m in self.measurements if m.metric == metric
         ]
-        pairs += [(u.location, lambda u=u: _raise(u.reason)) for u in self.not_measured if u.metric == metric]
+        pairs += [(u.location, functools.partial(_raise, u.reason)) for u in self.not_measured if u.metric == metric]
         return sorted(pairs, key=lambda pair: pair[0].device)
 
     def to_json(self) -> dict[str, Any]:
@@ -95,6 +96,10 @@ class HealthMeasurements:
                 for u in self.not_measured
             ],
         }
+
+
+def _given(measurement: Measurement) -> Measurement:
+    return measurement
 
 
 def _raise(reason: str) -> Measurement:
@@ -160,15 +165,16 @@ def _gpu(result: HealthMeasurements, gpu: GpuRecord, location: Location, load: G
     nvlink = gpu.nvlink
     emit("gpu.nvlink_up", nvlink.up if nvlink else None, _why(gpu, "nvlink"),
          links=len(nvlink.links) if nvlink else None, down=nvlink.down if nvlink else None)
-    loaded = load is not None and bool(load.busy_samples)
-    if loaded and load.temperature_samples_c:
+    busy = load if load is not None and load.busy_samples else None
+    if busy is not None and busy.temperature_samples_c:
         # The hottest moment under load is what a temperature threshold is about.
-        emit("gpu.temperature_c", max(load.temperature_samples_c), "", load.temperature_samples_c, under_load=True)
+        emit("gpu.temperature_c", max(busy.temperature_samples_c), "", busy.temperature_samples_c, under_load=True)
     else:
         emit("gpu.temperature_c", gpu.temperature_c, _why(gpu, "temperature_c"), under_load=False)
-    limits = {"limit_w": gpu.power_limit_w, "default_limit_w": gpu.power_default_limit_w}
-    if loaded and load.power_samples_w:
-        emit("gpu.power_w", statistics.median(load.power_samples_w), "", load.power_samples_w, under_load=True,
+    # Details of the figure (emit's **details), whatever NVML could read.
+    limits: dict[str, Any] = {"limit_w": gpu.power_limit_w, "default_limit_w": gpu.power_default_limit_w}
+    if busy is not None and busy.power_samples_w:
+        emit("gpu.power_w", statistics.median(busy.power_samples_w), "", busy.power_samples_w, under_load=True,
              **limits)
     else:
         emit("gpu.power_w", gpu.power_w, _why(gpu, "power_w"), under_load=False, **limits)
@@ -177,9 +183,8 @@ def _gpu(result: HealthMeasurements, gpu: GpuRecord, location: Location, load: G
 
 def _pcie_gen(emit: Callable[..., None], gpu: GpuRecord, load: GpuLoad | None) -> None:
     pcie = gpu.pcie
-    loaded_gen = load.pcie_gen_max if load is not None else None
-    if loaded_gen is not None:
-        emit("gpu.pcie_gen", loaded_gen, "", load.pcie_gen_samples, max=pcie.gen_max, under_load=True)
+    if load is not None and load.pcie_gen_max is not None:
+        emit("gpu.pcie_gen", load.pcie_gen_max, "", load.pcie_gen_samples, max=pcie.gen_max, under_load=True)
     elif pcie.gen_current is not None and pcie.gen_current == pcie.gen_max:
         emit("gpu.pcie_gen", pcie.gen_current, "", max=pcie.gen_max, under_load=False)
     elif pcie.gen_current is None:
@@ -192,7 +197,7 @@ def _pcie_gen(emit: Callable[..., None], gpu: GpuRecord, load: GpuLoad | None) -
 
 def _throttle(emit: Callable[..., None], load: GpuLoad | None, load_missing: str | None) -> None:
     masks = [s for s in load.samples if s.clock_event_mask is not None] if load is not None else []
-    if not masks:
+    if load is None or not masks:
         if load is not None and load.lost:
             reason = load.lost
         elif load is not None and load.not_measured:

@@ -14,6 +14,7 @@ One process, one node: multi-rank runs and pytest wiring live above this package
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -210,22 +211,26 @@ def measure_storage(
 
     with Workspace.create(target, needed) as workspace:
         facts = probe_target(workspace)
-        result = StorageResult(facts.target, "fio" if fio else "python", reason, facts.direct, facts.filesystem, fallbacks=fallbacks)
+        result = StorageResult(facts.target, "fio" if fio else "python", reason, facts.direct, facts.filesystem,
+                               fallbacks=fallbacks)
         if not facts.direct:
-            result.fallbacks.append(f"{facts.direct_refused} in {facts.target}: buffered I/O, flagged in each I/O figure's caveat")
+            result.fallbacks.append(f"{facts.direct_refused} in {facts.target}: buffered I/O, flagged "
+                                    "in each I/O figure's caveat")
         for index, workload in enumerate(plans, start=1):
             if not facts.direct and not quick:  # quick runs keep their small files, flagged
                 vfs = os.statvfs(workspace.path)
                 free = vfs.f_bavail * vfs.f_frsize - space_needed(0)
                 workload = _cache_defeating(workload, facts, min(working_size or free, free))
             metrics = (workload.metric, RANDREAD_LATENCY_METRIC) if workload.rw == "randread" else (workload.metric,)
-            _attempt(result, workload.name, metrics, lambda w=workload: measure_workload(
-                w, workspace, facts, fio=fio, location=location))
+            _attempt(result, workload.name, metrics,
+                     functools.partial(measure_workload, workload, workspace, facts, fio=fio, location=location))
             if on_step is not None:
                 on_step(index, len(plans), workload.name)
-        _attempt(result, "metadata", (METADATA_METRIC,), lambda: [measure_metadata(workspace, facts, location, metadata)])
+        _attempt(result, "metadata", (METADATA_METRIC,),
+                 lambda: [measure_metadata(workspace, facts, location, metadata)])
         if checkpoint_group is None:
-            _attempt(result, "checkpoint", (SAVE_METRIC, LOAD_METRIC), lambda: measure_checkpoint(workspace, facts, location, checkpoint))
+            _attempt(result, "checkpoint", (SAVE_METRIC, LOAD_METRIC),
+                     lambda: measure_checkpoint(workspace, facts, location, checkpoint))
         else:
             _attempt(result, "checkpoint", (SAVE_METRIC, LOAD_METRIC), lambda: measure_distributed_checkpoint(
                 workspace, facts, location, checkpoint, checkpoint_group))
@@ -237,7 +242,8 @@ def measure_storage(
     return result
 
 
-def _attempt(result: StorageResult, name: str, metrics: tuple[str, ...], measure: Callable[[], list[Measurement]]) -> None:
+def _attempt(result: StorageResult, name: str, metrics: tuple[str, ...],
+             measure: Callable[[], list[Measurement]]) -> None:
     """Run one workload; a failure is recorded and the next workload still runs."""
     try:
         result.measurements.extend(measure())

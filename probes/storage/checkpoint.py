@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from clusterbench.metrics import METRICS
-from clusterbench.model import Location, Measurement
+from clusterbench.model import Location, Measurement, ParamValue
 from clusterbench.probes.stats import summarize
 from clusterbench.probes.storage.errors import StorageIntegrityError, StorageRunError
 from clusterbench.probes.storage.filesystem import TargetFacts, evict_file
@@ -129,11 +129,13 @@ def _one_round(workspace: Workspace, state: dict[str, Any], name: str) -> Checkp
         workspace.remove(name)
     difference = first_difference(state, loaded)
     if difference is not None:
-        raise StorageIntegrityError(f"checkpoint {path}: what torch.load returned differs from what was saved: {difference}")
+        raise StorageIntegrityError(f"checkpoint {path}: what torch.load returned differs from "
+                                    f"what was saved: {difference}")
     return CheckpointRound(size, saved - start, loaded_at - load_start, cached)
 
 
-def measure_checkpoint(workspace: Workspace, facts: TargetFacts, location: Location, plan: CheckpointPlan) -> list[Measurement]:
+def measure_checkpoint(workspace: Workspace, facts: TargetFacts,
+                       location: Location, plan: CheckpointPlan) -> list[Measurement]:
     """checkpoint.save_gbps and checkpoint.load_gbps of `plan`'s state, median over repeats."""
     state = training_state(plan)
     rounds = [_one_round(workspace, state, f"checkpoint-{i}.pt") for i in range(plan.repeats)]
@@ -156,7 +158,8 @@ def checkpoint_figures(
     if facts.memory_backed:
         load_caveat = f"{facts.filesystem} keeps files in RAM: these figures measure memory, not a disk"
     elif load_cached:
-        load_caveat = "pages of the checkpoint were (or may have been) still cached when loading began: the load figure may include page-cache reads"
+        load_caveat = ("pages of the checkpoint were (or may have been) still cached when loading began: "
+                       "the load figure may include page-cache reads")
     else:
         load_caveat = None
     common = {
@@ -170,7 +173,8 @@ def checkpoint_figures(
         "repeats": plan.repeats,
         **details,
     }
-    params = {"target": facts.target, "engine": engine, "direct": False, "bytes": rounds[0].bytes}
+    params: dict[str, ParamValue] = {"target": facts.target, "engine": engine, "direct": False,
+                                     "bytes": rounds[0].bytes}
     save = [r.bytes / r.save_s / 1e9 for r in rounds]
     load = [r.bytes / r.load_s / 1e9 for r in rounds]
     unit = METRICS[SAVE_METRIC].unit

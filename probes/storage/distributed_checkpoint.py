@@ -13,6 +13,7 @@ longest time, as MLPerf Storage counts checkpointing.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import time
@@ -134,7 +135,8 @@ def _evict(directory: Path) -> float | None:
     return None if not fractions or None in fractions else max(f for f in fractions if f is not None)
 
 
-def _one_round(workspace: Workspace, directory: Path, name: str, state: dict[str, torch.Tensor], group: CheckpointGroup) -> CheckpointRound:
+def _one_round(workspace: Workspace, directory: Path, name: str,
+               state: dict[str, torch.Tensor], group: CheckpointGroup) -> CheckpointRound:
     import torch.distributed.checkpoint as dcp
 
     if group.rank == 0:
@@ -156,15 +158,16 @@ def _one_round(workspace: Workspace, directory: Path, name: str, state: dict[str
             raise
         raise StorageRunError(f"distributed checkpoint in {path}: {_one_line(exc)}") from None
     finally:
-        try:
-            group.barrier()  # nobody still reads or writes when rank 0 removes the directory
-        except Exception:
-            pass  # a rank is gone: the failure is already on its way up
+        # The barrier: nobody still reads or writes when rank 0 removes the directory. It fails when a
+        # rank is gone, and then the failure is already on its way up.
+        with contextlib.suppress(Exception):
+            group.barrier()
         if group.rank == 0:
             workspace.remove(name)
     difference = first_difference(state, loaded)
     if difference is not None:
-        raise StorageIntegrityError(f"distributed checkpoint {path}: what dcp.load returned differs from what was saved: {difference}")
+        raise StorageIntegrityError(f"distributed checkpoint {path}: what dcp.load returned differs from "
+                                    f"what was saved: {difference}")
     shard_bytes = sum(t.numel() * t.element_size() for t in state.values())
     return CheckpointRound(shard_bytes, save_s, load_s, cached)
 

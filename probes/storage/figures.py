@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterbench.metrics import METRICS
-from clusterbench.model import Location, Measurement
+from clusterbench.model import Location, Measurement, ParamValue
 from clusterbench.probes.stats import summarize
 from clusterbench.probes.storage.filesystem import TargetFacts
 from clusterbench.probes.storage.workloads import RANDREAD_LATENCY_METRIC, Workload
@@ -60,14 +60,15 @@ def page_cache_caveat(workload: Workload, facts: TargetFacts) -> tuple[bool, str
                 "so the page cache may have served it: not a disk figure"
             )
         else:
-            notes.append(f"the read set exceeds RAM ({human_bytes(facts.memory_bytes)}), so most reads reached the device")
+            notes.append(f"the read set exceeds RAM ({human_bytes(facts.memory_bytes)}), so "
+                         "most reads reached the device")
     return possible, "; ".join(notes) or None
 
 
 def to_measurements(figures: IOFigures, facts: TargetFacts, location: Location) -> list[Measurement]:
     """The workload's headline Measurement, plus p99 latency for 4 KiB random reads."""
     workload = figures.workload
-    params = {
+    params: dict[str, ParamValue] = {
         "target": facts.target,
         "engine": figures.engine,
         "direct": workload.direct,
@@ -108,7 +109,8 @@ def to_measurements(figures: IOFigures, facts: TargetFacts, location: Location) 
         result.append(
             Measurement(
                 RANDREAD_LATENCY_METRIC, figures.latency_ns["p99"] / 1e3, latency.unit, dict(params), location,
-                details={**details, "samples_note": "one latency distribution per run; its percentiles are in latency_us"},
+                details={**details,
+                         "samples_note": "one latency distribution per run; its percentiles are in latency_us"},
             )
         )
     return result

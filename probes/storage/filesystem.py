@@ -85,7 +85,8 @@ def direct_io_refusal(workspace: Workspace) -> str | None:
     except OSError as exc:
         if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
             return f"the filesystem refuses O_DIRECT ({errno.errorcode.get(exc.errno, exc.errno)})"
-        raise StorageRunError(f"cannot write a {DIRECT_ALIGNMENT}-byte test file in {workspace.path}: {exc.strerror}") from None
+        raise StorageRunError(f"cannot write a {DIRECT_ALIGNMENT}-byte test file in "
+                              f"{workspace.path}: {exc.strerror}") from None
     finally:
         buffer.close()
         workspace.remove("direct-io-probe")

@@ -110,25 +110,29 @@ class FioEngine:
         if binary is None:
             raise FioUnavailable("fio is not installed (not on PATH); install fio, e.g. apt-get install fio")
         try:
-            done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+            done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10,
+                                  stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise FioUnavailable(f"{binary} does not run: {exc}") from None
         version = done.stdout.strip()
         major = re.match(r"fio-(\d+)", version)
         if done.returncode != 0 or major is None:
-            raise FioUnavailable(f"{binary} --version says {version or done.stderr.strip()!r}; expected fio-3.x or later")
+            raise FioUnavailable(f"{binary} --version says {version or done.stderr.strip()!r}; "
+                                 "expected fio-3.x or later")
         if int(major.group(1)) < 3:  # latencies in ns (clat_ns) came to the JSON with fio 3.0
             raise FioUnavailable(f"{binary} is {version}; clusterbench needs fio 3.0 or later")
         return cls(binary, version)
 
     # --- command lines ---------------------------------------------------------------------------
 
-    def command(self, workload: Workload, workspace: Workspace, *, ioengine: str, seed: int, phase: str = "measure") -> list[str]:
+    def command(self, workload: Workload, workspace: Workspace, *, ioengine: str, seed: int,
+                phase: str = "measure") -> list[str]:
         """The fio command line of one phase of `workload`: "measure"; for writes also "size" (the
         time-capped write that sizes the measured one) and "verify" (the read-back)."""
         w = workload
         cmd = [
-            self.binary, f"--name={w.name}", f"--directory={workspace.path}", "--filename_format=$jobname.$jobnum.$filenum",
+            self.binary, f"--name={w.name}", f"--directory={workspace.path}",
+            "--filename_format=$jobname.$jobnum.$filenum",
             f"--rw={w.rw}", f"--bs={w.block_size}", f"--size={w.size_per_job}", f"--numjobs={w.numjobs}",
             f"--iodepth={w.iodepth}", f"--ioengine={ioengine}", f"--direct={int(w.direct)}",
             f"--randseed={seed}", "--invalidate=1", "--unlink=0", "--group_reporting", "--output-format=json",
@@ -173,7 +177,8 @@ class FioEngine:
             process.communicate()
             if isinstance(exc, subprocess.TimeoutExpired):
                 raise StorageRunError(
-                    f"fio did not finish within {timeout_s:g} s in {workspace.path}; the filesystem may be hung: {shlex.join(command)}"
+                    f"fio did not finish within {timeout_s:g} s in {workspace.path}; the filesystem may be "
+                    f"hung: {shlex.join(command)}"
                 ) from None
             raise
         return FioOutcome(command, process.returncode, parse_json_output(stdout), stderr)
@@ -195,18 +200,22 @@ class FioEngine:
 
     def _io_uring_works(self, workspace: Workspace) -> bool:
         if self._io_uring is None:
-            probe = Workload("uring-probe", "read", 4096, iodepth=2, numjobs=1, size_per_job=65536, runtime_s=0.05, direct=False)
+            probe = Workload("uring-probe", "read", 4096, iodepth=2, numjobs=1, size_per_job=65536, runtime_s=0.05,
+                             direct=False)
             names = self._claim_outputs(probe, workspace)
             try:
-                outcome = self.execute(self.command(probe, workspace, ioengine="io_uring", seed=1), workspace, timeout_s=30)
-                self._io_uring = outcome.returncode == 0 and outcome.report is not None and outcome.report["jobs"][0]["error"] == 0
+                outcome = self.execute(self.command(probe, workspace, ioengine="io_uring", seed=1), workspace,
+                                       timeout_s=30)
+                self._io_uring = (outcome.returncode == 0 and outcome.report is not None
+                          and outcome.report["jobs"][0]["error"] == 0)
             finally:
                 for name in names:
                     workspace.remove(name)
         return self._io_uring
 
     def run(
-        self, workload: Workload, workspace: Workspace, *, ioengine: str | None = None, after_write: AfterWrite | None = None
+        self, workload: Workload, workspace: Workspace, *, ioengine: str | None = None,
+        after_write: AfterWrite | None = None
     ) -> IOFigures:
         """Run `workload` in `workspace` and return fio's figures; its files are gone afterwards.
 
@@ -281,7 +290,8 @@ class FioEngine:
             verify_lines = [line.strip() for line in outcome.stderr.splitlines() if VERIFY_FAILURE.search(line)]
             if code == errno.EILSEQ or verify_lines:  # fio's verify failure is EILSEQ (err=84)
                 detail = verify_lines[0] if verify_lines else outcome.last_error_line()
-                raise StorageIntegrityError(f"fio {workload.name}: data read back differs from what was written: {detail}")
+                raise StorageIntegrityError(f"fio {workload.name}: data read back differs from "
+                                            f"what was written: {detail}")
             reason = os.strerror(code) if code else f"exit status {outcome.returncode}"
             raise StorageRunError(f"fio {workload.name} failed: {reason}: {outcome.last_error_line()}")
         stats = job[direction]

@@ -60,7 +60,8 @@ def measure_metadata(workspace: Workspace, facts: TargetFacts, location: Locatio
             per_round.append(_round(workspace, names))
         except OSError as exc:
             raise StorageRunError(
-                f"metadata rate in {workspace.path}: {exc.strerror} while creating, stating and deleting {plan.files} empty files"
+                f"metadata rate in {workspace.path}: {exc.strerror} while creating, stating and "
+                f"deleting {plan.files} empty files"
             ) from None
     totals = [len(PHASES) * plan.files / sum(phases.values()) for phases in per_round]
     phases = {

@@ -146,7 +146,8 @@ class _Job(threading.Thread):
             buffer.close()
 
     def _read_loop(self, fd: int, view: memoryview) -> None:
-        bs, blocks, random_offsets = self.workload.block_size, self.workload.size_per_job // self.workload.block_size, self.workload.is_random
+        bs, random_offsets = self.workload.block_size, self.workload.is_random
+        blocks = self.workload.size_per_job // bs
         pick = random.Random(secrets.randbits(64)).randrange
         clock, preadv, buffers = time.perf_counter_ns, os.preadv, [view]
         starts, ends, stopped = self.stats.starts_ns.append, self.stats.ends_ns.append, self.stop.is_set
@@ -187,7 +188,8 @@ class _Job(threading.Thread):
 def run_python(workload: Workload, workspace: Workspace, *, after_write: AfterWrite | None = None) -> IOFigures:
     """Run a synchronous `workload` in `workspace` with threads; its files are gone afterwards."""
     if workload.iodepth != 1:
-        raise ValueError(f"the Python engine is synchronous; run {workload.name} as workload.synchronous(thread_limit())")
+        raise ValueError(f"the Python engine is synchronous; run {workload.name} as "
+                         "workload.synchronous(thread_limit())")
     names = workload.file_names()
     paths = [workspace.file(name) for name in names]
     content = BlockContent(workload.block_size)
@@ -199,7 +201,8 @@ def run_python(workload: Workload, workspace: Workspace, *, after_write: AfterWr
                 else:
                     _lay_out(path, workload, content)
             except OSError as exc:
-                raise StorageRunError(f"python engine {workload.name}: cannot lay out files: {_one_line(exc, path)}") from None
+                raise StorageRunError(f"python engine {workload.name}: cannot lay out "
+                                      f"files: {_one_line(exc, path)}") from None
         jobs, measure_from = _run_jobs(workload, paths, content)
         verified = None
         if workload.is_write:
@@ -271,7 +274,8 @@ def _verify(path: Path, offsets: list[int], workload: Workload, content: BlockCo
         finally:
             os.close(fd)
     except OSError as exc:
-        raise StorageRunError(f"python engine {workload.name}: reading back for verification: {_one_line(exc, path)}") from None
+        raise StorageRunError(f"python engine {workload.name}: reading back for "
+                              f"verification: {_one_line(exc, path)}") from None
     finally:
         chunk.close()
     if checked != len(offsets) * bs:

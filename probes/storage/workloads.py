@@ -48,9 +48,11 @@ class Workload:
         if self.rw not in METRIC_BY_RW:
             raise ValueError(f"workload {self.name}: rw must be one of {', '.join(METRIC_BY_RW)}, got {self.rw!r}")
         if self.block_size <= 0 or self.block_size % ALIGNMENT:
-            raise ValueError(f"workload {self.name}: block size must be a positive multiple of {ALIGNMENT}, got {self.block_size}")
+            raise ValueError(f"workload {self.name}: block size must be a positive multiple of "
+                             f"{ALIGNMENT}, got {self.block_size}")
         if self.size_per_job < self.block_size or self.size_per_job % self.block_size:
-            raise ValueError(f"workload {self.name}: size per job must be a whole number of blocks, got {self.size_per_job}")
+            raise ValueError(f"workload {self.name}: size per job must be a whole number of "
+                             f"blocks, got {self.size_per_job}")
         if self.iodepth < 1 or self.numjobs < 1 or self.runtime_s <= 0 or self.ramp_s < 0:
             raise ValueError(f"workload {self.name}: iodepth, numjobs and runtime must be positive, ramp not negative")
 
@@ -81,7 +83,8 @@ class Workload:
         per_job -= per_job % self.block_size
         if per_job < self.block_size:
             raise ValueError(
-                f"workload {self.name} needs at least {self.numjobs * self.block_size} bytes ({self.numjobs} files of one block), not {max_bytes}"
+                f"workload {self.name} needs at least {self.numjobs * self.block_size} bytes ({self.numjobs} files of "
+                f"one block), not {max_bytes}"
             )
         return replace(self, size_per_job=per_job)
 
@@ -102,13 +105,13 @@ def standard_workloads(quick: bool) -> tuple[Workload, ...]:
     if quick:
         return (
             Workload("randread_4k", "randread", 4 * KiB, iodepth=32, numjobs=1, size_per_job=256 * MiB, runtime_s=2),
-            Workload("randwrite_4k", "randwrite", 4 * KiB, iodepth=32, numjobs=1, size_per_job=256 * MiB, runtime_s=2, ramp_s=0.5),
+            Workload("randwrite_4k", "randwrite", 4 * KiB, iodepth=32, numjobs=1, size_per_job=256 * MiB, runtime_s=2, ramp_s=0.5),  # noqa: E501 (a table row)
             Workload("seqread_1m", "read", MiB, iodepth=16, numjobs=1, size_per_job=512 * MiB, runtime_s=2),
-            Workload("seqwrite_1m", "write", MiB, iodepth=16, numjobs=1, size_per_job=512 * MiB, runtime_s=2, ramp_s=0.5),
+            Workload("seqwrite_1m", "write", MiB, iodepth=16, numjobs=1, size_per_job=512 * MiB, runtime_s=2, ramp_s=0.5),  # noqa: E501 (a table row)
         )
     return (
-        Workload("randread_4k", "randread", 4 * KiB, iodepth=64, numjobs=4, size_per_job=2 * GiB, runtime_s=30, ramp_s=2),
-        Workload("randwrite_4k", "randwrite", 4 * KiB, iodepth=64, numjobs=4, size_per_job=2 * GiB, runtime_s=30, ramp_s=2),
+        Workload("randread_4k", "randread", 4 * KiB, iodepth=64, numjobs=4, size_per_job=2 * GiB, runtime_s=30, ramp_s=2),  # noqa: E501 (a table row)
+        Workload("randwrite_4k", "randwrite", 4 * KiB, iodepth=64, numjobs=4, size_per_job=2 * GiB, runtime_s=30, ramp_s=2),  # noqa: E501 (a table row)
         Workload("seqread_1m", "read", MiB, iodepth=64, numjobs=4, size_per_job=4 * GiB, runtime_s=30, ramp_s=2),
         Workload("seqwrite_1m", "write", MiB, iodepth=64, numjobs=4, size_per_job=4 * GiB, runtime_s=30, ramp_s=2),
     )

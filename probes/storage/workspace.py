@@ -41,11 +41,11 @@ def space_needed(working_bytes: int) -> int:
 def human_bytes(n: float) -> str:
     if n < 1024:
         return f"{n:.0f} B"
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
+    for unit in ("KiB", "MiB", "GiB"):
         n /= 1024
         if n < 1024:
-            break
-    return f"{n:.1f} {unit}"
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.1f} TiB"
 
 
 def validate_target(target: Path, working_bytes: int | None) -> Path:
@@ -58,21 +58,26 @@ def validate_target(target: Path, working_bytes: int | None) -> Path:
     try:
         info = os.stat(target)  # follows a symlink the user named: its directory is what they meant
     except FileNotFoundError:
-        raise StorageTargetError(f"{where} does not exist; name an existing directory on the filesystem to test") from None
+        raise StorageTargetError(f"{where} does not exist; name an existing directory "
+                                 "on the filesystem to test") from None
     except OSError as exc:
-        raise StorageTargetError(f"{where} cannot be examined ({exc.strerror}); name a directory this user can reach") from None
+        raise StorageTargetError(f"{where} cannot be examined ({exc.strerror}); name a "
+                                 "directory this user can reach") from None
     if stat.S_ISBLK(info.st_mode) or stat.S_ISCHR(info.st_mode):
         raise StorageTargetError(
-            f"{where} is a device node; clusterbench never writes to devices: name a directory on a filesystem mounted from it"
+            f"{where} is a device node; clusterbench never writes to devices: name a directory on a "
+            "filesystem mounted from it"
         )
     if not stat.S_ISDIR(info.st_mode):
         kind = "a file" if stat.S_ISREG(info.st_mode) else "not a regular directory"
-        raise StorageTargetError(f"{where} is {kind}, not a directory; name the directory to test in, e.g. {Path(target).parent}")
+        raise StorageTargetError(f"{where} is {kind}, not a directory; name the directory to test in, "
+                                 f"e.g. {Path(target).parent}")
     vfs = os.statvfs(target)
     if vfs.f_flag & os.ST_RDONLY:
         raise StorageTargetError(f"{where} is on a read-only filesystem; name a directory on a writable one")
     if not os.access(target, os.W_OK | os.X_OK):
-        raise StorageTargetError(f"{where} is not writable by uid {os.getuid()}; name a directory this user may create files in")
+        raise StorageTargetError(f"{where} is not writable by uid {os.getuid()}; name a directory "
+                                 "this user may create files in")
     # A filesystem that reports no capacity at all (ramfs, some FUSE mounts) cannot be checked.
     if working_bytes is not None and vfs.f_blocks:
         free = vfs.f_bavail * vfs.f_frsize
@@ -80,7 +85,8 @@ def validate_target(target: Path, working_bytes: int | None) -> Path:
         if free < needed:
             raise StorageTargetError(
                 f"{where} has {human_bytes(free)} free but the measurement needs {human_bytes(needed)} "
-                f"(working size {human_bytes(working_bytes)} plus margin); free space there or choose a smaller working size"
+                f"(working size {human_bytes(working_bytes)} plus margin); free space there or "
+                "choose a smaller working size"
             )
     return Path(os.path.realpath(target))
 
@@ -283,7 +289,7 @@ class Workspace:
     ) -> None:
         previous, self._previous_sigterm = self._previous_sigterm, None
         try:
-            self.cleanup()
+            report = self.cleanup()
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
@@ -291,4 +297,5 @@ class Workspace:
             # Hand the signal to whoever had it before: the default ends the process with the
             # status of SIGTERM; a Python handler runs now. Only if that handler returns do we go on.
             signal.raise_signal(signal.SIGTERM)
-            raise StorageRunError(f"storage measurement in {self.target} stopped by SIGTERM; {self.cleanup_report.summary()}") from None
+            raise StorageRunError(f"storage measurement in {self.target} stopped by SIGTERM; "
+                                  f"{report.summary()}") from None

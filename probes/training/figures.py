@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from clusterbench.model import Location, Measurement
+from clusterbench.model import Location, Measurement, ParamValue
 from clusterbench.probes.stats import summarize
 from clusterbench.probes.training.flops import mfu
 from clusterbench.probes.training.loop import TrainingPlan, TrainingResult
@@ -86,8 +86,9 @@ def group_measurements(run: GroupRun, plan: TrainingPlan, base: GroupRun | None,
     """Every figure of one group size. `base` is the smallest group, for the scaling efficiency;
     `rank_hosts` names each rank's host, so that a slow rank is reported where it ran."""
     result = run.result
-    params = {"preset": plan.config.name, "ranks": run.size, "span": run.span, "dtype": plan.dtype,
-              "batch": plan.config.batch, "seq_len": plan.config.seq_len, "parallel": plan.parallel}
+    params: dict[str, ParamValue] = {"preset": plan.config.name, "ranks": run.size, "span": run.span,
+                                     "dtype": plan.dtype, "batch": plan.config.batch,
+                                     "seq_len": plan.config.seq_len, "parallel": plan.parallel}
     where = Location(location.host, location.rank, f"{run.size} ranks {run.span}")
     tokens_per_step = run.tokens_per_step(plan)
     step = summarize(result.step_s)
@@ -120,7 +121,8 @@ def group_measurements(run: GroupRun, plan: TrainingPlan, base: GroupRun | None,
         Measurement("train.step_time_ms", step.median * 1e3, "ms", dict(params), where,
                     samples=[s * 1e3 for s in result.step_s], details={**timing, "p90_ms": step.p90 * 1e3, **model}),
         Measurement("train.tokens_per_s", tokens_per_s, "tokens/s", dict(params), where,
-                    samples=[tokens_per_step / s for s in result.step_s], details={**model, "step_ms": step.median * 1e3}),
+                    samples=[tokens_per_step / s for s in result.step_s],
+                    details={**model, "step_ms": step.median * 1e3}),
         Measurement("train.loss_drop", loss_drop(result.losses), "fraction", dict(params), where,
                     samples=list(result.losses), details={"warmup_losses": result.warmup_losses,
                                                           "rule": "mean of the first fifth vs the last fifth"}),
@@ -136,7 +138,8 @@ def group_measurements(run: GroupRun, plan: TrainingPlan, base: GroupRun | None,
         figures.append(Measurement(
             "train.scaling_efficiency", efficiency, "fraction", dict(params), where,
             samples=[tokens_per_step / s / ((run.size / base.size) * base.tokens_per_s(plan)) for s in result.step_s],
-            details={"tokens_per_s": tokens_per_s, "base_ranks": base.size, "base_tokens_per_s": base.tokens_per_s(plan),
+            details={"tokens_per_s": tokens_per_s, "base_ranks": base.size,
+                     "base_tokens_per_s": base.tokens_per_s(plan),
                      "formula": "X_N / ((N / N_base) * X_base)"},
         ))
     if price is not None:
@@ -166,7 +169,7 @@ def peak_memory_details(result: TrainingResult) -> dict | str:
                              "at each phase's start; the largest over the group's ranks"}
 
 
-def _ms_summary(seconds: list[float]) -> dict[str, float]:
+def _ms_summary(seconds: list[float]) -> dict[str, float | list[float]]:
     summary = summarize(seconds)
     return {"median": summary.median * 1e3, "p90": summary.p90 * 1e3, "mean": summary.mean * 1e3,
             "samples": [s * 1e3 for s in seconds]}

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from clusterbench.probes.training.checksum import ParameterChecksum, parameter_checksum
 from clusterbench.probes.training.flops import FlopCount, model_flops
 from clusterbench.probes.training.fsdp import find_fsdp2, sharding_precision
-from clusterbench.probes.training.model import ModelConfig, build_model, synthetic_batch
+from clusterbench.probes.training.model import GPT, ModelConfig, build_model, synthetic_batch
 
 PARALLEL_MODES = ("ddp", "fsdp")
 TRAINING_DTYPES = ("bf16", "fp32")
@@ -180,7 +180,7 @@ def _autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
-def _wrap(model: torch.nn.Module, plan: TrainingPlan, device: torch.device, group: Any) -> Wrapping:
+def _wrap(model: GPT, plan: TrainingPlan, device: torch.device, group: Any) -> Wrapping:
     bf16 = plan.dtype == "bf16"
     autocast_words = "bf16 autocast over fp32 weights" if bf16 else "fp32 throughout"
     if group is None or dist.get_world_size(group) == 1:

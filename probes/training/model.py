@@ -92,7 +92,8 @@ def build_model(config: ModelConfig, device: torch.device, seed: int) -> GPT:
         return GPT(config)
 
 
-def synthetic_batch(config: ModelConfig, device: torch.device, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_batch(config: ModelConfig, device: torch.device,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random token sequences that a model can learn, made on the device itself.
 
     Each sequence is a random walk over the vocabulary: a random start, then steps of +1, +2 or +3

@@ -8,6 +8,7 @@ touched: clients find this cluster through SLURM_CONF.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -80,13 +81,15 @@ class SlurmCluster:
         return {**env, "SLURM_CONF": str(self.conf)}
 
     def client(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        return subprocess.run(list(argv), env=self.environment(), check=False, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(list(argv), env=self.environment(), check=False, capture_output=True, text=True,
+                              timeout=timeout)
 
     @classmethod
     def start(cls, root: Path, cpus: int = 2, ready_timeout_s: float = 30) -> SlurmCluster:
         for tool in DAEMONS + CLIENTS:
             if shutil.which(tool) is None:
-                raise SlurmUnavailable(f"`{tool}` is not installed (apt-get install slurmd slurmctld slurm-client munge)")
+                raise SlurmUnavailable(f"`{tool}` is not installed (apt-get install slurmd "
+                                       "slurmctld slurm-client munge)")
         if os.geteuid() != 0:
             raise SlurmUnavailable("a private slurmd must run as root (it starts tasks as the submitting user)")
         cluster = cls(root=root, host=socket.gethostname(), steps_before=step_daemons())
@@ -103,7 +106,8 @@ class SlurmCluster:
 
     def _spawn(self, name: str, command: list[str]) -> None:
         with (self.root / f"{name}.out").open("w") as out:
-            self.processes[name] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.processes[name] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                                    start_new_session=True)
 
     def _start_munge(self) -> None:
         munge = self.root / "munge"
@@ -134,7 +138,8 @@ class SlurmCluster:
         while time.monotonic() < deadline:
             for name, process in self.processes.items():
                 if process.poll() is not None:
-                    raise SlurmUnavailable(f"{name} exited with {process.returncode}: {_last_lines(self.root / f'{name}.out')}")
+                    raise SlurmUnavailable(f"{name} exited with {process.returncode}: "
+                                           f"{_last_lines(self.root / f'{name}.out')}")
             probe = self.client("sinfo", "--noheader", "--nodes", self.host, "--format=%T")
             state = (probe.stdout or probe.stderr).strip()
             if state == "idle":
@@ -160,10 +165,8 @@ class SlurmCluster:
         while (strays := step_daemons() - self.steps_before) and time.monotonic() < deadline:
             if time.monotonic() > deadline - 5:  # a step daemon ends on its own shortly after its step
                 for pid in strays:
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
             time.sleep(0.1)
 
     def leftovers(self) -> list[int]:

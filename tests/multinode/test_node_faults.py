@@ -29,7 +29,8 @@ def test_dead_node_is_named_within_the_deadline_and_the_report_is_written(virtua
     deadline_s = 10
     report = tmp_path / "report"
     arguments = ["--quick", f"--cluster={node_profile(tmp_path, timeout_s=deadline_s)}", f"--report-dir={report}",
-                 "-m", "network", "-k", "bus_bandwidth and all_reduce or scaling", "-o", "faulthandler_timeout=60"]  # a hang would show its stack in the logs
+                 "-m", "network", "-k", "bus_bandwidth and all_reduce or scaling", "-o",
+                 "faulthandler_timeout=60"]  # a hang would show its stack in the logs
     agents = start_agents(cluster, cluster.nodes, arguments, tmp_path)
 
     # Kill the node once it is sending collective data (a few MB: far more than the rendezvous).
@@ -51,7 +52,8 @@ def test_dead_node_is_named_within_the_deadline_and_the_report_is_written(virtua
     assert during["outcome"] == "failed"
     assert f"rank 2 (n2) did not arrive within {deadline_s} s" in during["message"]
     after = outcomes["test_allreduce_scaling"]
-    assert after["outcome"] == "failed" and after["message"].startswith("not run:") and "rank 2 (n2)" in after["message"]
+    assert after["outcome"] == "failed"
+    assert after["message"].startswith("not run:") and "rank 2 (n2)" in after["message"]
     assert data["verdict"] == "FAIL" and data["run"]["finished_at"]
     assert "rank 2 (n2) did not arrive" in agents[0].output()  # rank 0 told the terminal too
     assert cluster.processes() == {}  # nothing of the run is left on any node
@@ -86,7 +88,8 @@ def test_missing_rank_fails_the_join_with_one_line(virtual_nodes, tmp_path):
     for rank, node in enumerate(cluster.nodes):
         env = {**node_environment(node, tmp_path), "RANK": str(rank), "WORLD_SIZE": "3", "LOCAL_RANK": "0",
                "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": cluster.nodes[0].address, "MASTER_PORT": "29500"}
-        command = node.command(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--quick", f"--cluster={profile}",
+        command = node.command(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--quick",
+                               f"--cluster={profile}",
                                f"--report-dir={tmp_path / 'report'}", "-m", "network", "-k", "all_reduce")
         procs.append(subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True, start_new_session=True))

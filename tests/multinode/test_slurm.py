@@ -17,7 +17,8 @@ RECIPE = REPO_ROOT / "deploy" / "slurm" / "clusterbench.sbatch"
 def submit_and_wait(slurm_cluster, args: list[str], env: dict[str, str], timeout_s: float = 240) -> str:
     """Submit with sbatch and return `scontrol show job` once the job has left the queue. Polled
     here rather than with `sbatch --wait`, whose back-off adds up to ten idle seconds."""
-    submit = subprocess.run(["sbatch", "--parsable", *args], env=env, check=False, capture_output=True, text=True, timeout=30)
+    submit = subprocess.run(["sbatch", "--parsable", *args], env=env, check=False, capture_output=True, text=True,
+                            timeout=30)
     assert submit.returncode == 0, submit.stderr
     job = submit.stdout.strip().split(";")[0]
     deadline = time.monotonic() + timeout_s
@@ -33,11 +34,14 @@ def test_sbatch_recipe_runs_the_suite_as_two_srun_tasks(slurm_cluster, tmp_path)
     """The recipe as shipped, its #SBATCH lines shrunk on the command line to this one 2-CPU node
     without GPUs (srun then starts 2 tasks), its srun line unchanged."""
     report = tmp_path / "report"
-    env = {**slurm_cluster.environment(), "CLUSTER": "local", "REPORT_DIR": str(report), "CLUSTERBENCH_DIR": str(REPO_ROOT)}
+    env = {**slurm_cluster.environment(), "CLUSTER": "local", "REPORT_DIR": str(report),
+           "CLUSTERBENCH_DIR": str(REPO_ROOT)}
     job_out = tmp_path / "job.out"
-    state = submit_and_wait(slurm_cluster, ["--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--gpus-per-task=0",
+    state = submit_and_wait(slurm_cluster,
+                            ["--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--gpus-per-task=0",
                                             f"--output={job_out}", str(RECIPE),
-                                            "-p", "no:cacheprovider", "--quick", "-m", "network or compute", "-k", "scaling or fp32"],
+                                            "-p", "no:cacheprovider", "--quick", "-m", "network or compute", "-k",
+                                            "scaling or fp32"],
                            env)
     output = job_out.read_text() if job_out.exists() else ""
     assert "JobState=COMPLETED" in state and "ExitCode=0:0" in state, state + output[-3000:]

@@ -17,6 +17,7 @@ and again at interpreter exit, and tolerates being run twice.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import signal
@@ -76,10 +77,8 @@ def kill_namespace_processes(namespace: str, timeout_s: float = 10.0) -> None:
         if not pids:
             return
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if time.monotonic() > deadline:
             raise NetnsError(f"processes {pids} in namespace {namespace} survived SIGKILL for {timeout_s:g} s")
         time.sleep(0.05)
@@ -154,7 +153,8 @@ class VirtualCluster:
             namespace = self._add_namespace(name)
             # Both ends are created straight into their namespaces: the host's namespace never
             # holds them, so their names only need to be unique inside each namespace.
-            ip("link", "add", NODE_INTERFACE, "netns", namespace, "type", "veth", "peer", "name", name, "netns", self.switch)
+            ip("link", "add", NODE_INTERFACE, "netns", namespace, "type", "veth", "peer", "name", name, "netns",
+               self.switch)
             ip("-n", self.switch, "link", "set", name, "master", "br0")
             ip("-n", self.switch, "link", "set", name, "up")
             address = f"{SUBNET}.{index + 1}"
@@ -178,7 +178,8 @@ class VirtualCluster:
         """Rate-limit `node`'s link both ways with a token bucket (tc tbf), like a slow NIC or a
         port negotiated down: the node's egress inside its namespace, its ingress at the switch port."""
         for namespace, device in ((node.namespace, node.interface), (self.switch, node.switch_port)):
-            tbf = ["tc", "qdisc", "add", "dev", device, "root", "tbf", "rate", rate, "burst", "64kb", "latency", "400ms"]
+            tbf = ["tc", "qdisc", "add", "dev", device, "root", "tbf", "rate", rate, "burst", "64kb", "latency",
+                   "400ms"]
             run_command(in_namespace(namespace, *tbf))
 
     def sent_bytes(self, node: VirtualNode) -> int:
