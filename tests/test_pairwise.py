@@ -1,6 +1,7 @@
 """The pairwise node test's pairing and blame, on synthetic bandwidths."""
 
-from clusterbench.judge.node_pairs import PairResult, blame, first_pass_pairs, second_pass_pairs, slow_pairs
+from clusterbench.judge.node_pairs import PairResult, blame, second_pass_pairs, slow_pairs
+from clusterbench.runners.groups import first_pass_pairs
 
 
 def results(figures, round_=1):

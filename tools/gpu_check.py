@@ -1,14 +1,17 @@
 #!/usr/bin/env python
 """Run every GPU path of clusterbench on this node once, and print one table of what it measured.
 
-    python tools/gpu_check.py                 # quick sweeps (default): one H200 or one 8-GPU node in < 8 min
+    python tools/gpu_check.py                 # quick sweeps (default): one H200 in < 8 min (an 8-GPU node:
+                                              # + ~15 s of burn-in and the copy matrix per GPU)
     python tools/gpu_check.py --full          # the full sweeps, as `pytest --cluster=local` runs them
     python tools/gpu_check.py --report-dir out --timeout-s 420
 
 It runs the real acceptance suite (`pytest --cluster=local -m "compute or memory or network or training
 or health"`) in a subprocess, so every figure comes from the product's own code path: GEMM per dtype,
 HBM copy, host-to-device and device-to-host copies, NCCL collectives across the local GPUs at every size
-of the sweep, the training step and MFU, and the NVML health checks. Then it reads results.json and
+of the sweep (from 8 B), the training step and MFU, the burn-in with its bit-for-bit comparison, the
+GPU-to-GPU copy matrix (two or more GPUs), the NVML (or amdsmi) health checks, Xid errors, and the
+vendors' own tools where the node has them (nccl-tests binaries, dcgmi diag, perftest). Then it reads results.json and
 prints one row per figure, with its verdict and, where the hardware table knows the device, the figure
 as a percentage of the spec-sheet peak and of the published achievable figure (mamf-finder for GEMM).
 It also writes that table as Markdown (`gpu_check.md` in the report directory), ready for
@@ -77,8 +80,23 @@ def _fraction_of(fraction: str, base: str) -> Reference:
     return published
 
 
+def _scaleup(fraction: str | None) -> Reference:
+    """The scale-up link's one-way rate (both ways at once: twice it), times `fraction` where given."""
+
+    def reference(spec: Any, params: Mapping[str, Any]) -> float | None:
+        link, share = spec.scaleup_link_gbps, getattr(spec, fraction) if fraction else None
+        if link is None or (fraction and share is None):
+            return None
+        both_ways = 2 if params.get("direction") == "bidirectional" else 1
+        return float(link.value * both_ways * (share.value if share else 1.0))
+
+    return reference
+
+
 REFERENCES: dict[str, tuple[Reference, Reference]] = {
     "gemm.tflops": (_gemm_spec, _gemm_published),
+    "burnin.tflops": (_gemm_spec, _gemm_published),
+    "p2p.copy_gbps": (_scaleup(None), _scaleup("achievable_scaleup_fraction")),
     "memory.copy_gbps": (_figure("memory_bandwidth_gbps"),
                          _fraction_of("achievable_copy_fraction", "memory_bandwidth_gbps")),
     "memory.h2d_gbps": (_figure("host_link_gbps"), _fraction_of("achievable_h2d_fraction", "host_link_gbps")),
@@ -116,19 +134,25 @@ def build_rows(results: Mapping[str, Any], device_names: Mapping[str, str],
     from clusterbench.hardware import match_accelerator
 
     verdicts: dict[tuple[str, str, str, str], str] = {}
+    # A node's figure judged per GPU or per code (gpu.xid_errors, p2p pairs): its row shows the worst.
+    by_host: dict[tuple[str, str], str] = {}
     for check in results.get("checks", []):
         key = _key(check)
         verdicts[key] = max(verdicts.get(key, ""), check["verdict"], key=_severity)
+        host_key = (check["metric"], str(check.get("host", "")))
+        by_host[host_key] = max(by_host.get(host_key, ""), check["verdict"], key=_severity)
     rows = []
     for m in results.get("measurements", []):
         device = str(m.get("device", ""))
-        spec = match_accelerator(device_names[device], table) if table is not None and device in device_names else None
+        details = m.get("details") or {}
+        name = device_names.get(device) or details.get("src_name")  # a node's figure names its GPU
+        spec = match_accelerator(name, table) if table is not None and name else None
         spec_ref, published_ref = REFERENCES.get(m["metric"], (None, None))
         of_spec = _percent(m["value"], spec_ref(spec, m["params"])) if spec and spec_ref else ""
         of_published = _percent(m["value"], published_ref(spec, m["params"])) if spec and published_ref else ""
-        details = m.get("details") or {}
+        verdict = verdicts.get(_key(m)) or by_host.get((m["metric"], str(m.get("host", "")))) or "no expectation"
         rows.append(Row(m["metric"], _params_text(m.get("params", {})), f"{m.get('host', '')}/{device}",
-                        _format_value(m["value"], m["unit"]), verdicts.get(_key(m), "no expectation"),
+                        _format_value(m["value"], m["unit"]), verdict,
                         of_spec, of_published, str(details.get("caveat") or "")))
     for test in results.get("tests", []):
         if test.get("outcome") in ("skipped", "failed") and test.get("message"):

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 from clusterbench.judge.peers import PeerYardstick
 from clusterbench.model import Better
-
-Pair = tuple[str, str]
+from clusterbench.runners.groups import Pair
 
 
 @dataclass(frozen=True)
@@ -33,14 +32,6 @@ class Blame:
     is_link: bool
     slow: bool
     message: str
-
-
-def first_pass_pairs(nodes: list[str]) -> list[Pair]:
-    """Pair nodes off in order; with an odd count the last one is paired with the first node."""
-    pairs = [(nodes[i], nodes[i + 1]) for i in range(0, len(nodes) - 1, 2)]
-    if len(nodes) % 2 and len(nodes) > 1:
-        pairs.append((nodes[-1], nodes[0]))
-    return pairs
 
 
 def slow_pairs(results: list[PairResult], tolerance: float) -> list[PairResult]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from clusterbench.judge.node_pairs import Blame, Pair, PairResult, blame, first_pass_pairs, second_pass_pairs
+from clusterbench.judge.node_pairs import Blame, PairResult, blame, second_pass_pairs
 from clusterbench.model import Location, Measurement, NotMeasured
 from clusterbench.probes.collective_ops import COLLECTIVES
 from clusterbench.probes.collectives import CollectiveSweep, size_sweep, sweep_collective
 from clusterbench.runners.devices import rank_device
-from clusterbench.runners.groups import node_leaders, scaling_groups, subgroup
+from clusterbench.runners.groups import Pair, first_pass_pairs, node_leaders, scaling_groups, subgroup
 from clusterbench.runners.runner import WorldRunner
 
 MiB = 1 << 20

@@ -20,6 +20,17 @@ def node_leaders(hosts: dict[int, str]) -> dict[str, int]:
     return leaders
 
 
+Pair = tuple[str, str]
+
+
+def first_pass_pairs(nodes: list[str]) -> list[Pair]:
+    """Pair nodes off in order; with an odd count the last one is paired with the first node."""
+    pairs = [(nodes[i], nodes[i + 1]) for i in range(0, len(nodes) - 1, 2)]
+    if len(nodes) % 2 and len(nodes) > 1:
+        pairs.append((nodes[-1], nodes[0]))
+    return pairs
+
+
 def subgroup(ranks: Iterable[int], timeout_s: float) -> dist.ProcessGroup:
     """A process group of `ranks`, made on every rank of the world, in the same order (torch requires
     it). With the run's deadline: torch's default (30 minutes for Gloo) would hold the survivors of a

@@ -4,7 +4,7 @@ The figure is perftest's own "BW average[Gb/sec]" (`--report_gbits`): gigabits p
 a port's rate is stated in (`ib.min_active_rate_gbps`, "400 Gb/sec (4X NDR)"), so a link's figure
 reads directly against its port's rate; GB/s would hide a factor of 8 in every comparison.
 
-Nodes are paired as the pairwise node test pairs them (clusterbench.judge.node_pairs.first_pass_pairs),
+Nodes are paired as the pairwise node test pairs them (clusterbench.runners.groups.first_pass_pairs),
 one leader rank per node. In each round every node is in at most one pair; within a pair the links
 (the ACTIVE ports both nodes have, by HCA name and port: rail to rail) are measured one at a time. For
 each link the first node starts the server, every rank meets at a barrier, then the second node runs
@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from clusterbench.judge.node_pairs import Pair, first_pass_pairs
 from clusterbench.model import Location, Measurement, NotMeasured, ProbeFailed
 from clusterbench.probes.infiniband import read_ib_ports
 from clusterbench.probes.vendor import ToolRun, find_tool, finish_tool, run_tool, start_tool
 from clusterbench.registry import declare_probe, metric
+from clusterbench.runners.groups import Pair, first_pass_pairs
 
 METRIC = "ib.write_bw_gbps"
 PROBE = declare_probe("perftest", per="world", settings=("collective_timeout_s",), module=__name__, metrics=[
