@@ -33,7 +33,7 @@ from functools import partial
 
 import torch
 
-from clusterbench.model import Location, Measurement
+from clusterbench.model import Location, Measurement, ParamValue
 from clusterbench.probes import timing
 from clusterbench.probes.burnin_checksum import column_checksum
 from clusterbench.probes.devices import LocalDevice
@@ -260,7 +260,7 @@ def measure_burnin(device: LocalDevice, *, burnin_s: float, quick: bool, locatio
         result = soak(device, plan, on_step)
     details = soak_details(device, result)
     memory.record_in(details)
-    params = {"dtype": plan.dtype}
+    params: dict[str, ParamValue] = {"dtype": plan.dtype}
     summary = summarize(result.window_tflops)
     return [
         Measurement(MISMATCHES, float(result.mismatches), "count", params, location, details=details),

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from clusterbench.judge.formatting import format_value
+from clusterbench.judge.rules import rule_check
 from clusterbench.metrics import METRICS
-from clusterbench.model import Better, Check, Expectation, Location, Measurement, ParamValue, Provenance, Verdict
+from clusterbench.model import Better, Check, Expectation, Location, Measurement, ParamValue, Verdict
 
 
 @dataclass(frozen=True)
@@ -123,19 +124,7 @@ def judge_exact(measurement: Measurement) -> Check:
         description = METRICS[measurement.metric].description
         source = f"must be 0 whatever the profile says: {description}"
         message = f"none: {description}" if wrong == 0 else f"{wrong:g} {measurement.unit}: {description}"
-    return Check(
-        metric=measurement.metric,
-        params=dict(measurement.params),
-        verdict=Verdict.PASS if wrong == 0 else Verdict.FAIL,
-        observed=wrong,
-        target=0.0,
-        unit=measurement.unit,
-        provenance=Provenance.RULE.value,
-        source=source,
-        message=message,
-        better=Better.LOWER,
-        location=measurement.location,
-    )
+    return rule_check(measurement, Verdict.PASS if wrong == 0 else Verdict.FAIL, source=source, message=message)
 
 
 def not_measured(

@@ -22,7 +22,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
 
-from clusterbench.model import Better, Check, Location, Measurement, Provenance, Verdict
+from clusterbench.judge.rules import rule_check
+from clusterbench.model import Check, Location, Measurement, Verdict
 
 Severity = Literal["fail", "warn"]
 XID_CATALOG = "NVIDIA Xid catalog (docs.nvidia.com/deploy/xid-errors/analyzing-xid-catalog.html)"
@@ -118,17 +119,9 @@ def _xid_check(figure: Measurement, bus: str, code: int, events: list[dict]) -> 
     action = rule.action.format(gpu=index if index is not None else "<gpu>")
     message = (f"host {figure.location.host} {gpu}: Xid {code} x{len(events)} ({when}): {rule.meaning}; "
                f"first: \"{events[0]['text']}\"; what to do: {action}")
-    return Check(
-        metric=figure.metric,
-        params={"code": code},
-        verdict=Verdict.FAIL if rule.severity == "fail" else Verdict.WARN,
-        observed=float(len(events)),
-        target=0.0,
-        unit=figure.unit,
-        provenance=Provenance.RULE.value,
-        source=XID_CATALOG,
-        message=message,
-        better=Better.LOWER,
+    return rule_check(
+        figure, Verdict.FAIL if rule.severity == "fail" else Verdict.WARN, source=XID_CATALOG, message=message,
+        observed=float(len(events)), params={"code": code},
         location=Location(figure.location.host, figure.location.rank, f"gpu{index}" if index is not None else bus),
     )
 
@@ -192,32 +185,10 @@ def _counter_check(figure: Measurement) -> Check:
     window = figure.details.get("window_s")
     message = (f"host {figure.location.host} {port}: {counter} rose by {figure.value:g}{caveat} over {window} s of the "
                f"run: {rule.meaning}; what to do: {rule.action.format(port=port)}")
-    return Check(
-        metric=figure.metric,
-        params=dict(figure.params),
-        verdict=Verdict.FAIL if rule.severity == "fail" else Verdict.WARN,
-        observed=figure.value,
-        target=0.0,
-        unit=figure.unit,
-        provenance=Provenance.RULE.value,
-        source=IB_COUNTER_RULES,
-        message=message,
-        better=Better.LOWER,
-        location=figure.location,  # the node's figure; its params name the port
-    )
+    # The node's figure: its params name the port.
+    return rule_check(figure, Verdict.FAIL if rule.severity == "fail" else Verdict.WARN, source=IB_COUNTER_RULES,
+                      message=message)
 
 
 def _pass(figure: Measurement, message: str, source: str, params: dict | None = None) -> Check:
-    return Check(
-        metric=figure.metric,
-        params=dict(figure.params) if params is None else params,
-        verdict=Verdict.PASS,
-        observed=figure.value,
-        target=0.0,
-        unit=figure.unit,
-        provenance=Provenance.RULE.value,
-        source=source,
-        message=message,
-        better=Better.LOWER,
-        location=figure.location,
-    )
+    return rule_check(figure, Verdict.PASS, source=source, message=message, params=params)

@@ -65,11 +65,11 @@ def second_opinion_checks(comparisons: list[Comparison], tolerance: float, locat
               message=(f"{c.op} {'in-place' if c.inplace else 'out-of-place'} at {c.size_bytes} B: ours "
                        f"{c.ours_gbps:.4g} GB/s, nccl-tests {c.theirs_gbps:.4g} GB/s, {c.gap:.0%} apart "
                        f"(beyond {tolerance:.0%}): one of the two is not measuring what it claims"))
-        for c in compared if c.gap > tolerance
+        for c in compared if (c.gap or 0.0) > tolerance
     ]
     if checks:
         return checks
-    worst = max(compared, key=lambda c: c.gap)
+    worst = max(compared, key=lambda c: c.gap or 0.0)  # every c.gap is known here (filtered above)
     return [Check(metric="nccltests.busbw_gbps", params={"op": op}, verdict=Verdict.PASS, observed=None, target=None,
                   unit="GB/s", provenance=Provenance.RULE.value, source=source, location=location,
                   message=(f"{op}: ours and nccl-tests agree within {tolerance:.0%} at all {len(compared)} sizes "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from clusterbench.model import Better, Check, Measurement, Provenance, Verdict
+from clusterbench.judge.rules import rule_check
+from clusterbench.model import Better, Check, Measurement, Verdict
 
 
 def rule_checks(measurements: list[Measurement]) -> list[Check]:
@@ -31,6 +32,5 @@ def rule_checks(measurements: list[Measurement]) -> list[Check]:
 
 
 def _rule_check(m: Measurement, passed: bool, target: float, better: Better, source: str, message: str) -> Check:
-    return Check(metric=m.metric, params=dict(m.params), verdict=Verdict.PASS if passed else Verdict.FAIL,
-                 observed=m.value, target=target, unit=m.unit, provenance=Provenance.RULE.value, source=source,
-                 message=message, better=better, location=m.location)
+    return rule_check(m, Verdict.PASS if passed else Verdict.FAIL, source=source, message=message, target=target,
+                      better=better)

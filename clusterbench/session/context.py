@@ -53,7 +53,7 @@ class RunContext:
 
     def run_info(self, command_line: list[str]) -> RunInfo:
         """What results.json says of this run before anything is measured."""
-        from clusterbench.history.store import new_run_id
+        from clusterbench.history.keys import new_run_id
 
         info = RunInfo(
             cluster=self.profile.cluster.name,

@@ -99,6 +99,7 @@ def parse_diag_json(text: str, level: int) -> DcgmReport:
         body = document.get("DCGM Diagnostic", document.get("DCGM GPU Diagnostic"))
     if not isinstance(body, dict):
         raise ProbeFailed("dcgmi diag -j printed no 'DCGM Diagnostic' document")
+    assert isinstance(document, dict)  # the body came from it
     report = DcgmReport(level, version=str((document.get("metadata") or {}).get("version", "")),
                         runtime_error=str(body.get("runtime_error", "")))
     for category in body.get("test_categories", []):

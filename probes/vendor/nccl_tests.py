@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from clusterbench.model import Location, Measurement, ProbeFailed
+from clusterbench.model import Location, Measurement, ParamValue, ProbeFailed
 from clusterbench.probes.vendor import find_tool, run_tool
 from clusterbench.registry import declare_probe, metric
 
@@ -129,7 +129,8 @@ def measurements(op: str, rows: list[NcclTestsRow], *, ngpus: int, location: Loc
     counted = False
     for row in rows:
         for inplace, mode in ((False, row.out_of_place), (True, row.in_place)):
-            params = {"op": op, "size_bytes": row.size_bytes, "inplace": inplace, "dtype": row.dtype, "ngpus": ngpus}
+            params: dict[str, ParamValue] = {"op": op, "size_bytes": row.size_bytes, "inplace": inplace,
+                                             "dtype": row.dtype, "ngpus": ngpus}
             details = {"tool": "nccl-tests", "command": command, "count": row.count, "algbw_gbps": mode.algbw_gbps}
             out.append(Measurement(BUSBW_METRIC, mode.busbw_gbps, "GB/s", params, location, [mode.busbw_gbps],
                                    {**details, "time_us": mode.time_us}))

@@ -244,8 +244,9 @@ def _measure_step(exchange: NodeExchange, offer: NodeOffer | None, plans: dict[P
     tcp_port = BASE_TCP_PORT + step
     active = {pair: links[step] for pair, (links, _) in plans.items() if step < len(links)}
     serving = next(((pair, link) for pair, link in active.items() if offer and offer.host == pair[0]), None)
-    server = None
-    if serving is not None:
+    # (the server's process, or None when it did not start; its command, or why it did not start)
+    server: tuple[Any, list[str] | str] | None = None
+    if offer is not None and serving is not None:
         command = server_command(offer.binary, serving[1], tcp_port, duration_s)
         try:
             server = (start_tool(command), command)
