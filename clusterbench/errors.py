@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class ClusterbenchError(Exception):
@@ -12,6 +13,19 @@ class ClusterbenchError(Exception):
 
 class ProfileError(ClusterbenchError):
     """A cluster profile that cannot be found, parsed or understood."""
+
+
+def read_bytes(path: Path, error: type[ClusterbenchError], *, missing: str, directory: str, unreadable: str) -> bytes:
+    """The file's bytes, or `error` with one line: "<path>: <missing>", "<path>: <directory>", or
+    "<path>: <unreadable>: <why>"."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: {missing}") from None
+    except IsADirectoryError:
+        raise error(f"{path}: {directory}") from None
+    except OSError as exc:
+        raise error(f"{path}: {unreadable}: {exc.strerror or exc}") from None
 
 
 def nearest(word: str, choices: Iterable[str]) -> str:

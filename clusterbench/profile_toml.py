@@ -10,7 +10,7 @@ from typing import Any
 
 import tomllib
 
-from clusterbench.errors import ProfileError, nearest
+from clusterbench.errors import ProfileError, nearest, read_bytes
 from clusterbench.profile import ProfileFile
 
 # A table's schema: each key it may hold and the type (or types) its value must have.
@@ -57,14 +57,8 @@ class TableReader:
 
 
 def read_toml(path: Path) -> tuple[dict[str, Any], ProfileFile]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ProfileError(f"{path}: profile file not found") from None
-    except IsADirectoryError:
-        raise ProfileError(f"{path}: is a directory, expected a TOML profile file") from None
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read profile: {exc.strerror}") from None
+    raw = read_bytes(path, ProfileError, missing="profile file not found",
+                     directory="is a directory, expected a TOML profile file", unreadable="cannot read profile")
     try:
         text = raw.decode("utf-8")
         data = tomllib.loads(text)

@@ -20,14 +20,13 @@ clusterbench.probes (that is what "one place to add a probe" costs: torch is imp
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import pkgutil
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
-from clusterbench.errors import ClusterbenchError
+from clusterbench.errors import ClusterbenchError, nearest
 from clusterbench.model import Better
 
 # Decimal units, as the reference tools state them (GB/s = 1e9 bytes/s; Gb/s for link rates as a
@@ -113,8 +112,8 @@ def metric(
     if not name or "." not in name or name != name.strip() or " " in name:
         raise RegistryError(f"metric name '{name}': must be 'family.figure' (e.g. 'site.dataloader_gbps'), no spaces")
     if unit not in UNITS:
-        raise RegistryError(f"metric {name}: unit '{unit}' is not one of {', '.join(sorted(UNITS))}"
-                            f"{_nearest(unit, UNITS)} (decimal units)")
+        raise RegistryError(f"metric {name}: unit '{unit}' is not one of {', '.join(sorted(UNITS))} (decimal units)"
+                            f"{nearest(unit, UNITS)}")
     if family not in FAMILIES:
         raise RegistryError(f"metric {name}: family '{family}' is not one of {', '.join(FAMILIES)}")
     if per and per not in SCOPES:
@@ -229,7 +228,7 @@ def metric_spec(name: str) -> MetricSpec:
     _REGISTRY.load_builtins()
     spec = _REGISTRY.metrics.get(name)
     if spec is None:
-        raise UnknownMetric(f"unknown metric '{name}'{_nearest(name, _REGISTRY.metrics)}; a site declares its own "
+        raise UnknownMetric(f"unknown metric '{name}'{nearest(name, _REGISTRY.metrics)}; a site declares its own "
                             "with clusterbench.register_metric(...) in conftest.py")
     return spec
 
@@ -245,11 +244,6 @@ def unregister(name: str) -> None:
         probe = _REGISTRY.probes.pop(name, None)
         for spec in probe.metrics if probe else ():
             _REGISTRY.metrics.pop(spec.name, None)
-
-
-def _nearest(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 class DeclaredMetrics(Mapping[str, MetricSpec]):

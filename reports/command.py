@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from clusterbench.errors import ClusterbenchError
+from clusterbench.errors import ClusterbenchError, read_bytes
 from clusterbench.results import RunResults
 
 SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
@@ -19,14 +19,8 @@ SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite data
 
 def load_results(path: Path) -> RunResults:
     """A results.json as RunResults, or ClusterbenchError saying in one line what is wrong."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ClusterbenchError(f"{path}: no such file (give the results.json of a run)") from None
-    except IsADirectoryError:
-        raise ClusterbenchError(f"{path}: is a directory; give its results.json") from None
-    except OSError as exc:
-        raise ClusterbenchError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    raw = read_bytes(path, ClusterbenchError, missing="no such file (give the results.json of a run)",
+                     directory="is a directory; give its results.json", unreadable="cannot read")
     if raw.startswith(SQLITE_MAGIC):
         raise ClusterbenchError(f"{path}: is an SQLite file (a run history?), not a results.json; see "
                                 f"`clusterbench history list {path}`")

@@ -38,7 +38,7 @@ def test_the_settings_a_probe_declares_exist():
 
 
 def test_an_unknown_metric_names_the_nearest_ones():
-    with pytest.raises(UnknownMetric, match=r"unknown metric 'gemm.tflop' \(did you mean gemm.tflops\?\)"):
+    with pytest.raises(UnknownMetric, match=r"unknown metric 'gemm.tflop'; did you mean 'gemm.tflops'\?"):
         metric_spec("gemm.tflop")
     assert "gemm.tflop" not in METRICS and METRICS.get("gemm.tflop") is None
 

@@ -117,7 +117,7 @@ def test_a_site_test_on_one_rank_is_judged_like_a_builtin(site):
     assert "a world of one process has no fabric" in outcomes["test_fabric"]["message"]
     typo = outcomes["test_typo"]
     assert typo["outcome"] == "failed"
-    assert "unknown metric 'site.dataloadr_gbps' (did you mean site.dataloader_gbps?)" in typo["message"]
+    assert "unknown metric 'site.dataloadr_gbps'; did you mean 'site.dataloader_gbps'?" in typo["message"]
 
 
 def test_a_site_expectation_below_its_target_fails_the_run(site):
@@ -156,4 +156,4 @@ def test_a_metric_in_an_unknown_unit_is_refused_where_it_is_registered(tmp_path)
                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     output = run.stdout + run.stderr
     assert run.returncode != 0
-    assert "unit 'GiB/s' is not one of" in output and "(did you mean GB/s" in output
+    assert "unit 'GiB/s' is not one of" in output and "did you mean 'GB/s'?" in output
