@@ -13,6 +13,8 @@ run, DCGM's diagnostic included. The kernel log's Xids since boot need no window
 nothing of this: they take a window and measure against it.
 """
 
+import atexit
+
 import pytest
 
 from clusterbench.judge.passive_health import ib_counter_checks, xid_checks
@@ -20,6 +22,7 @@ from clusterbench.probes.health.xid import measure_xid_errors, start_xid_window
 from clusterbench.probes.infiniband_counters import measure_port_errors, start_counter_window
 
 XID_WINDOW = start_xid_window()
+atexit.register(XID_WINDOW.watch.close)  # also where test_xid_errors is deselected or not this rank's
 COUNTER_WINDOW = start_counter_window()
 
 pytestmark = pytest.mark.after_probes

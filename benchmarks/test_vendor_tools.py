@@ -50,15 +50,22 @@ def nccl_tests_figures(acceptance, op):
 
     binary = nccl_tests.find_binary(op, acceptance.profile.settings.nccl_tests_dir)
     runs = acceptance.runners.collectives
-    ngpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    reason = nccl_tests.single_node_reason(set(runs.rank_hosts.values()), ngpus)
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    reason = nccl_tests.single_node_reason(set(runs.rank_hosts.values()), visible)
     if reason:
         raise NotMeasured(reason)
+    # As many GPUs as our sweep ran on (its ranks take GPUs 0..N-1, as nccl-tests' -g N does): a busbw
+    # of 4 GPUs beside one of 8 would differ by design.
+    ngpus = runs.ranks
+    if ngpus > visible:
+        raise NotMeasured(f"our sweep ran {ngpus} ranks on this node's {visible} visible GPUs; nccl-tests -g "
+                          f"{ngpus} cannot run the same layout")
     key = (op, binary, runs.plan.sizes[-1], ngpus, runs.plan.dtype)
     if key not in _NCCL_TESTS_RUNS:
         _NCCL_TESTS_RUNS[key] = nccl_tests.run_nccl_tests(
             op, binary, max_bytes=runs.plan.sizes[-1], ngpus=ngpus, dtype=runs.plan.dtype,
-            location=acceptance.location("node"), timeout_s=3 * acceptance.profile.settings.collective_timeout_s)
+            # The node's other ranks wait for this test's outcome within the run's deadline.
+            location=acceptance.location("node"), timeout_s=acceptance.profile.settings.collective_timeout_s)
     return _NCCL_TESTS_RUNS[key]
 
 
@@ -127,8 +134,18 @@ def test_vendor_dcgm_diag(acceptance):
     """dcgmi diag -r <dcgm_diag_level> -j once per node; its Fail count must be zero, each result a check."""
     found = {}
 
+    settings = acceptance.profile.settings
+
     def measure():
-        report = dcgm_diag.run_dcgm_diag(acceptance.profile.settings.dcgm_diag_level)
+        level = settings.dcgm_diag_level
+        longest = dcgm_diag.LEVEL_TIMEOUT_S.get(level, 0)
+        if acceptance.world.is_distributed and longest > settings.collective_timeout_s:
+            # The node's other ranks wait for its outcome within the run's deadline; a diagnostic
+            # longer than that would break the world, not the GPU.
+            raise NotMeasured(f"dcgmi diag -r {level} can take up to {longest} s, longer than [settings] "
+                              f"collective_timeout_s = {settings.collective_timeout_s:g} s that the other ranks "
+                              f"wait for it: raise collective_timeout_s to {longest} or run level 1")
+        report = dcgm_diag.run_dcgm_diag(level)
         found["report"] = report.to_json()
         return dcgm_diag.failures(report, acceptance.location("node"))
 

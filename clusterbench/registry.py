@@ -139,7 +139,11 @@ class _Registry:
     probes: dict[str, ProbeSpec] = field(default_factory=dict)
     builtins_loaded: bool = False
     loading: bool = False
+    # Two locks: `loading_lock` is held while the built-in modules import, and a module declaring
+    # its probe (in another thread, mid-import) needs only `lock`; one lock for both could deadlock
+    # with the import lock of the module being declared.
     lock: threading.RLock = field(default_factory=threading.RLock)
+    loading_lock: threading.RLock = field(default_factory=threading.RLock)
 
     def add(self, probe: ProbeSpec) -> None:
         with self.lock:
@@ -160,7 +164,7 @@ class _Registry:
         """Import every module of clusterbench.probes once; each declares its probes as it loads.
         A lookup made while loading (a probe that asks for a metric at import time) sees what is
         declared so far instead of recursing."""
-        with self.lock:
+        with self.loading_lock:
             if self.builtins_loaded or self.loading:
                 return
             self.loading = True
@@ -219,6 +223,10 @@ def register_metric(
                                      description="dataloader read rate from the object store", per="node")
 
     A profile may then state expectations on it like on any built-in metric."""
+    params = tuple(params)
+    if aggregate is not None and "ranks" not in params:
+        # The job's figure carries `ranks` (judge.aggregate_ranks): an expectation on it names them.
+        params = (*params, "ranks")
     spec = metric(name, unit, better, family, description, params, aggregate=aggregate, must_be_zero=must_be_zero)
     return declare_probe(name, per=per, metrics=[spec], module="site").metrics[0]
 

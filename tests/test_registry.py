@@ -78,3 +78,15 @@ def test_a_site_metric_is_known_to_profiles_once_registered(forget, write_profil
     forget("site.queue_s")
     registry.register_metric("site.queue_s", unit="s", better="lower", description="time in the queue")
     assert resolve_cluster(str(path), path.parent).expectations[0].metric == "site.queue_s"
+
+
+def test_a_site_metric_with_an_aggregate_rule_takes_expectations_on_the_job_s_figure(forget, write_profile):
+    from clusterbench.catalog import resolve_cluster
+
+    forget("site.shards_gbps")
+    spec = registry.register_metric("site.shards_gbps", unit="GB/s", better="higher", aggregate="sum",
+                                    description="every rank reading its shards at once")
+    assert "ranks" in spec.params  # the job's figure carries `ranks` (judge.aggregate_ranks)
+    path = write_profile('[cluster]\nname = "s"\n[[expect]]\nmetric = "site.shards_gbps"\nparams = { ranks = 16 }\n'
+                         'target = 100\nunit = "GB/s"\nprovenance = "contract"\nsource = "x"\n')
+    assert resolve_cluster(str(path), path.parent).expectations[0].params == {"ranks": 16}

@@ -157,3 +157,32 @@ def test_a_metric_in_an_unknown_unit_is_refused_where_it_is_registered(tmp_path)
     output = run.stdout + run.stderr
     assert run.returncode != 0
     assert "unit 'GiB/s' is not one of" in output and "did you mean 'GB/s'?" in output
+
+
+def test_a_judge_that_crashes_fails_its_test_with_one_line_and_the_run_goes_on(pytester):
+    pytester.makeconftest(SITE_CONFTEST)
+    pytester.makepyfile(test_judges='''
+def test_judge_raises(acceptance):
+    acceptance.also_judge(lambda figures: [1 / 0])
+    acceptance.measure("site.licence_failures", lambda: 0)
+
+
+def test_nothing_found(acceptance):
+    acceptance.measure("site.licence_failures", lambda: [])
+
+
+def test_after(acceptance):
+    acceptance.measure("site.licence_failures", lambda: 0)
+''')
+    profile = pytester.path / "site.toml"
+    profile.write_text(PROFILE.format(target=1.0))
+    run = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--cluster={profile}",
+                                        f"--report-dir={pytester.path / 'out'}", "test_judges.py")
+    output = run.stdout.str() + run.stderr.str()
+    assert run.ret == 1 and "INTERNALERROR" not in output, output
+    outcomes = _outcomes(json.loads((pytester.path / "out" / "results.json").read_text()))
+    crashed = outcomes["test_judge_raises"]
+    assert crashed["outcome"] == "failed" and "the figures' judge crashed: ZeroDivisionError" in crashed["message"]
+    assert outcomes["test_nothing_found"]["outcome"] == "skipped"
+    assert "nothing to measure" in outcomes["test_nothing_found"]["message"]
+    assert outcomes["test_after"]["outcome"] == "passed"

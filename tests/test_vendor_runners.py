@@ -136,3 +136,21 @@ def test_ib_write_bw_on_one_node_or_without_the_tool_is_not_measured(on_path, tm
     offer = perftest.node_offer("node-a", 0, tmp_path_factory.mktemp("none"))
     assert "ib_write_bw is not installed" in offer.reason
     assert perftest.disjoint_rounds([("a", "b"), ("c", "a")]) == [[("a", "b")], [("c", "a")]]
+
+
+def test_a_roce_port_runs_ib_write_bw_on_its_roce_v2_gid(tmp_path):
+    from clusterbench.probes.vendor.perftest import Link, client_command, roce_v2_gid_index
+
+    port = tmp_path / "class" / "infiniband" / "mlx5_2" / "ports" / "1"
+    (port / "gid_attrs" / "types").mkdir(parents=True)
+    (port / "gids").mkdir()
+    for index, (kind, gid) in enumerate([("IB/RoCE v1", "fe80:0000:0000:0000:0a8c:fbff:fe11:2233"),
+                                          ("RoCE v2", "fe80:0000:0000:0000:0a8c:fbff:fe11:2233"),
+                                          ("IB/RoCE v1", "0000:0000:0000:0000:0000:ffff:0a00:0001"),
+                                          ("RoCE v2", "0000:0000:0000:0000:0000:ffff:0a00:0001")]):
+        (port / "gid_attrs" / "types" / str(index)).write_text(kind + "\n")
+        (port / "gids" / str(index)).write_text(gid + "\n")
+    assert roce_v2_gid_index(tmp_path, "mlx5_2", 1) == 3  # RoCE v2 and IPv4-mapped: it routes
+    assert roce_v2_gid_index(tmp_path, "mlx5_0", 1) is None  # an InfiniBand port has no gid_attrs types
+    command = client_command("ib_write_bw", Link("mlx5_2", 1), 18515, 2, "node-b", gid_index=1)
+    assert command[command.index("-x") + 1] == "1" and command[-1] == "node-b"

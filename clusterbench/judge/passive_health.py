@@ -119,8 +119,14 @@ def _xid_check(figure: Measurement, bus: str, code: int, events: list[dict]) -> 
     action = rule.action.format(gpu=index if index is not None else "<gpu>")
     message = (f"host {figure.location.host} {gpu}: Xid {code} x{len(events)} ({when}): {rule.meaning}; "
                f"first: \"{events[0]['text']}\"; what to do: {action}")
+    # Only an Xid of this run fails it: the kernel log keeps a line since boot after the GPU was reset
+    # as its action says (or one of another tenant's GPU), and the GPU's state now is judged by the
+    # health and load figures of this run. An earlier one is said, as a WARN.
+    failing = rule.severity == "fail" and during > 0
+    if rule.severity == "fail" and not during:
+        message += "; it happened before this run: if the GPU has been reset or replaced since, nothing is left to do"
     return rule_check(
-        figure, Verdict.FAIL if rule.severity == "fail" else Verdict.WARN, source=XID_CATALOG, message=message,
+        figure, Verdict.FAIL if failing else Verdict.WARN, source=XID_CATALOG, message=message,
         observed=float(len(events)), params={"code": code},
         location=Location(figure.location.host, figure.location.rank, f"gpu{index}" if index is not None else bus),
     )

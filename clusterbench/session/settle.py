@@ -4,7 +4,10 @@ same path."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from clusterbench.distributed import Decision
@@ -18,11 +21,13 @@ from clusterbench.judge import (
     not_measured,
 )
 from clusterbench.metrics import METRICS
-from clusterbench.model import Check, Verdict
+from clusterbench.model import Check, Location, Verdict
 from clusterbench.results import NO_EXPECTATION, TestOutcome
 from clusterbench.session.context import RunContext
 from clusterbench.session.recorder import ResultsRecorder
 from clusterbench.session.records import Attempt, TestRecord
+
+log = logging.getLogger("clusterbench")
 
 
 def _failure_line(check: Check) -> str:
@@ -59,12 +64,25 @@ class Settler:
             combined = aggregate_ranks([m for a in attempts for m in a.measurements])
             if combined:
                 attempts.append(Attempt(combined[0].location, combined, aggregate=True))
-        checks = record.run_checks() if record.run_checks is not None else self._judge(record, attempts)
-        if record.shared_judge is not None:
-            checks += record.shared_judge({rank: p["shared"] for rank, p in sorted(payloads.items())})
         measurements = [m for a in attempts for m in a.measurements]
+        judges: list[tuple[str, Callable[[], list[Check]]]] = [
+            ("the judge", lambda: record.run_checks() if record.run_checks is not None
+             else self._judge(record, attempts))]
+        if record.shared_judge is not None:
+            shared = {rank: p["shared"] for rank, p in sorted(payloads.items())}
+            judges.append(("the shared judge", partial(record.shared_judge, shared)))
         if record.figures_judge is not None:
-            checks += record.figures_judge([m for a in attempts if not a.aggregate for m in a.measurements])
+            figures = [m for a in attempts if not a.aggregate for m in a.measurements]
+            judges.append(("the figures' judge", partial(record.figures_judge, figures)))
+        checks: list[Check] = []
+        for name, judge in judges:
+            try:
+                checks += judge()
+            except Exception as exc:  # a rule's bug: this test fails with one line, the run goes on
+                log.exception("%s of %s crashed", name, record.nodeid)
+                where = Location(self.context.world.host, self.context.world.rank, "judge")
+                reason = f"{name} crashed: {type(exc).__name__}: {exc}".splitlines()[0]
+                attempts.append(Attempt(where, [], reason, crashed=True))
         for check in checks:
             check.test = record.nodeid
         record.all_measurements, record.checks = measurements, checks

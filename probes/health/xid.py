@@ -88,6 +88,9 @@ def _line_time(line: str) -> float | None:
     return float(dmesg.group(1)) if dmesg else None
 
 
+SAME_EVENT_S = 1.0  # lines of one Xid (bus, code) this close together are one event
+
+
 def normal_bus(bus: str) -> str:
     """"00000000:3B:00.0" (NVML) or "0000:3b:00" (the driver's log) -> "0000:3b:00"."""
     domain, rest = bus.lower().split(":", 1)
@@ -96,15 +99,24 @@ def normal_bus(bus: str) -> str:
 
 def parse_kernel_log(lines: Iterable[str], host: str, bus_to_index: dict[str, int] | None = None,
                      run_started_s: float | None = None) -> list[XidEvent]:
-    """Every Xid line of the kernel log, in order; `run_started_s` (seconds since boot) marks those
-    of the run, and `bus_to_index` names the GPU by its NVML index."""
-    events = []
+    """Every Xid of the kernel log, in order; `run_started_s` (seconds since boot) marks those of the
+    run, and `bus_to_index` names the GPU by its NVML index. The driver writes one fault as several
+    lines (Xid 13's warp, global and ESR lines): lines of one bus and code within SAME_EVENT_S of the
+    previous one are that one event, not more."""
+    events: list[XidEvent] = []
+    last: dict[tuple[str, int], float] = {}  # (bus, code) -> the time of its last line
     for line in lines:
         match = _XID.search(line)
         if not match:
             continue
         bus = normal_bus(match.group(1))
         when = _line_time(line)
+        key = (bus, int(match.group(2)))
+        if when is not None and key in last and when - last[key] <= SAME_EVENT_S:
+            last[key] = when
+            continue
+        if when is not None:
+            last[key] = when
         events.append(XidEvent(
             host=host,
             pci_bus=bus,

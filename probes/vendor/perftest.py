@@ -91,13 +91,43 @@ class Link:
     port: int
 
 
-def server_command(binary: str, link: Link, tcp_port: int, duration_s: float) -> list[str]:
-    return [binary, "-d", link.hca, "-i", str(link.port), "-s", str(MESSAGE_BYTES), "-D", str(math.ceil(duration_s)),
-            "-p", str(tcp_port), "-F", "--report_gbits"]
+def server_command(
+    binary: str, link: Link, tcp_port: int, duration_s: float, gid_index: int | None = None
+) -> list[str]:
+    # On RoCE the port's RoCE v2 GID (-x): perftest's default GID may be RoCE v1, which a routed
+    # RoCE v2 fabric does not carry, and a healthy link would read as failed.
+    gid = ["-x", str(gid_index)] if gid_index is not None else []
+    return [binary, "-d", link.hca, "-i", str(link.port), *gid, "-s", str(MESSAGE_BYTES),
+            "-D", str(math.ceil(duration_s)), "-p", str(tcp_port), "-F", "--report_gbits"]
 
 
-def client_command(binary: str, link: Link, tcp_port: int, duration_s: float, server_host: str) -> list[str]:
-    return [*server_command(binary, link, tcp_port, duration_s), server_host]
+def client_command(binary: str, link: Link, tcp_port: int, duration_s: float, server_host: str,
+                   gid_index: int | None = None) -> list[str]:
+    return [*server_command(binary, link, tcp_port, duration_s, gid_index), server_host]
+
+
+IPV4_MAPPED_GID = "0000:0000:0000:0000:0000:ffff:"  # ::ffff:a.b.c.d, as sysfs writes a GID
+
+
+def roce_v2_gid_index(sysfs_root: Path, hca: str, port: int) -> int | None:
+    """A RoCE port's RoCE v2 GID index (sysfs gid_attrs): its IPv4-mapped one, which routes across
+    subnets, else its first set one; None on an InfiniBand port or without one."""
+    port_dir = sysfs_root / "class" / "infiniband" / hca / "ports" / str(port)
+    types = port_dir / "gid_attrs" / "types"
+    if not types.is_dir():
+        return None
+    roce_v2: list[tuple[int, str]] = []
+    for entry in sorted(types.iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else 1 << 30):
+        try:
+            kind = entry.read_text().strip()
+            gid = (port_dir / "gids" / entry.name).read_text().strip()
+        except OSError:
+            continue  # an unused index reads as an error
+        if kind.lower() == "roce v2" and gid.strip("0:"):
+            roce_v2.append((int(entry.name), gid))
+    ipv4 = [index for index, gid in roce_v2 if gid.startswith(IPV4_MAPPED_GID)]
+    candidates = ipv4 or [index for index, _ in roce_v2]
+    return candidates[0] if candidates else None
 
 
 @dataclass
@@ -109,6 +139,10 @@ class NodeOffer:
     links: list[Link] = field(default_factory=list)
     binary: str = ""
     reason: str = ""
+    roce_gids: dict[str, int] = field(default_factory=dict)  # "hca/port" -> its RoCE v2 GID index
+
+    def gid_index(self, link: Link) -> int | None:
+        return self.roce_gids.get(f"{link.hca}/{link.port}")
 
 
 @dataclass
@@ -170,12 +204,14 @@ def node_offer(host: str, rank: int, sysfs_root: Path = Path("/sys")) -> NodeOff
     """This node's ACTIVE ports and ib_write_bw, or the reason it cannot take part."""
     try:
         binary = find_tool(TOOL, install_hint=INSTALL_HINT)
-        links = [Link(p.device, p.port) for p in read_ib_ports(sysfs_root) if p.active]
+        ports = [p for p in read_ib_ports(sysfs_root) if p.active]
     except NotMeasured as exc:
         return NodeOffer(host, rank, reason=f"{host}: {exc}")
-    if not links:
+    if not ports:
         return NodeOffer(host, rank, reason=f"{host}: no ACTIVE InfiniBand/RoCE port")
-    return NodeOffer(host, rank, links, binary)
+    gids = {f"{p.device}/{p.port}": index for p in ports if p.link_layer == "Ethernet"
+            and (index := roce_v2_gid_index(sysfs_root, p.device, p.port)) is not None}
+    return NodeOffer(host, rank, [Link(p.device, p.port) for p in ports], binary, roce_gids=gids)
 
 
 def disjoint_rounds(pairs: Sequence[Pair]) -> list[list[Pair]]:
@@ -247,7 +283,7 @@ def _measure_step(exchange: NodeExchange, offer: NodeOffer | None, plans: dict[P
     # (the server's process, or None when it did not start; its command, or why it did not start)
     server: tuple[Any, list[str] | str] | None = None
     if offer is not None and serving is not None:
-        command = server_command(offer.binary, serving[1], tcp_port, duration_s)
+        command = server_command(offer.binary, serving[1], tcp_port, duration_s, offer.gid_index(serving[1]))
         try:
             server = (start_tool(command), command)
         except OSError as exc:
@@ -265,7 +301,7 @@ def _measure_step(exchange: NodeExchange, offer: NodeOffer | None, plans: dict[P
 def _run_client(offer: NodeOffer, server: NodeOffer, link: Link, tcp_port: int, duration_s: float,
                 timeout_s: float, run: Callable[[list[str], float], ToolRun]) -> LinkOutcome:
     outcome = LinkOutcome(server.host, offer.host, offer.rank, link.hca, link.port)
-    command = client_command(offer.binary, link, tcp_port, duration_s, server.host)
+    command = client_command(offer.binary, link, tcp_port, duration_s, server.host, offer.gid_index(link))
     try:
         for _ in range(CONNECT_RETRIES):
             result = run(command, timeout_s)
