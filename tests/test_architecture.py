@@ -142,3 +142,15 @@ def test_no_module_is_over_the_line_limit():
     long = {str(path.relative_to(REPO_ROOT)): n for path in MODULES.values()
             if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert not long, long
+
+
+@pytest.mark.parametrize("folder, module", [("probes", "probes.stats"), ("reports", "reports.atomic")])
+def test_a_mapped_folder_is_refused_under_its_top_level_name(folder, module):
+    """From the checkout root `import probes.stats` would load a second copy of clusterbench.probes.stats
+    (its own classes and registrations): refused with what to import instead."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode != 0 and f"import clusterbench.{folder}" in run.stderr, run.stderr
