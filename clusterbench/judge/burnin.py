@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
+from clusterbench.judge.rules import rule_check
 from clusterbench.model import Better, Check, Location, Measurement, Provenance, Verdict
 
 MISMATCHES = "burnin.mismatches"
@@ -61,9 +62,9 @@ def _own_check(d: DeviceResults) -> Check:
     m = d.measurement
     if m.value == 0:
         products = len(m.details.get("products", []))
-        return _check(m, Verdict.PASS, 0.0, OWN_SOURCE,
-                      f"{_where(m.location)}: every repeat of its {products} products bit-identical to the first "
-                      f"result, every first result within the fp64 checksum's bound")
+        return rule_check(m, Verdict.PASS, source=OWN_SOURCE,
+                          message=f"{_where(m.location)}: every repeat of its {products} products bit-identical to "
+                                  f"the first result, every first result within the fp64 checksum's bound")
     wrong = []
     for p in m.details.get("products", []):
         if p["mismatched_results"]:
@@ -74,7 +75,7 @@ def _own_check(d: DeviceResults) -> Check:
                          "checksum's rounding bound")
     message = (f"{_where(m.location)} computed wrong results in the {m.details.get('soak_seconds', 0):.0f} s "
                f"burn-in: {'; '.join(wrong)}: silent data corruption; what to do: {_action(m.location)}")
-    return _check(m, Verdict.FAIL, m.value, OWN_SOURCE, message)
+    return rule_check(m, Verdict.FAIL, source=OWN_SOURCE, message=message)
 
 
 def _peer_checks(group: list[DeviceResults]) -> list[Check]:
@@ -106,11 +107,11 @@ def _peer_checks(group: list[DeviceResults]) -> list[Check]:
             message = (f"{_where(m.location)} disagrees with its {len(group) - 1} peer(s) ({model}): {said}: "
                        f"silent data corruption; what to do: {_action(m.location)}")
             products = float(sum(len(ix) for ix in wrong[position].values()))
-            checks.append(_check(m, Verdict.FAIL, products, PEER_SOURCE, message))
+            checks.append(_peer_check(m, Verdict.FAIL, products, message))
         else:
             message = (f"{_where(m.location)}: the results of {len(indices)} products match bit for bit those of "
                        f"{len(group) - 1} other {model} device(s)")
-            checks.append(_check(m, Verdict.PASS, 0.0, PEER_SOURCE, message))
+            checks.append(_peer_check(m, Verdict.PASS, 0.0, message))
     return checks
 
 
@@ -143,7 +144,7 @@ def _action(location: Location | None) -> str:
     return GPU_ACTION if location is not None and location.device.startswith("cuda") else CPU_ACTION
 
 
-def _check(m: Measurement, verdict: Verdict, observed: float, source: str, message: str) -> Check:
+def _peer_check(m: Measurement, verdict: Verdict, observed: float, message: str) -> Check:
     return Check(metric=m.metric, params=dict(m.params), verdict=verdict, observed=observed, target=0.0,
-                 unit=m.unit, provenance=(Provenance.RULE if source == OWN_SOURCE else Provenance.PEERS).value,
-                 source=source, message=message, better=Better.LOWER, location=m.location)
+                 unit=m.unit, provenance=Provenance.PEERS.value, source=PEER_SOURCE, message=message,
+                 better=Better.LOWER, location=m.location)

@@ -66,8 +66,7 @@ class Settler:
                 attempts.append(Attempt(combined[0].location, combined, aggregate=True))
         measurements = [m for a in attempts for m in a.measurements]
         judges: list[tuple[str, Callable[[], list[Check]]]] = [
-            ("the judge", lambda: record.run_checks() if record.run_checks is not None
-             else self._judge(record, attempts))]
+            ("the judge", record.run_checks or partial(self._judge, record, attempts))]
         if record.shared_judge is not None:
             shared = {rank: p["shared"] for rank, p in sorted(payloads.items())}
             judges.append(("the shared judge", partial(record.shared_judge, shared)))
